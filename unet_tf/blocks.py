@@ -1,0 +1,236 @@
+"""The U-Net building blocks: ``ConvBlock``, ``EncoderBlock`` and ``DecoderBlock``.
+
+Each block is a subclassed Keras layer with an explicit ``build()``, a complete
+``get_config()`` and ``compute_output_shape()``, registered for ``.keras``
+serialization under the package name ``unet_tf``.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+__all__ = ["ConvBlock", "EncoderBlock", "DecoderBlock", "center_crop"]
+
+_PADDINGS = ("same", "valid")
+_UPSAMPLINGS = ("transpose", "bilinear")
+
+
+def _conv_out(size, padding: str, trim: int):
+    if size is None or padding == "same":
+        return size
+    return size - trim
+
+
+def _initializer_config(initializer):
+    """A string or config dict, so that each layer deserializes its own instance.
+
+    Keras 3 initializers without a seed return the same values on every call,
+    so sharing one instance between layers would give identical kernels.
+    """
+    if isinstance(initializer, (str, dict)):
+        return initializer
+    return keras.initializers.serialize(initializer)
+
+
+def center_crop(x, height, width):
+    """Crop ``x`` (N, H, W, C) to ``height`` x ``width`` around its centre.
+
+    Works with dynamic sizes; the offset is floored when the difference is odd.
+    """
+    shape = ops.shape(x)
+    top = (shape[1] - height) // 2
+    left = (shape[2] - width) // 2
+    return x[:, top:top + height, left:left + width, :]
+
+
+@keras.saving.register_keras_serializable(package="unet_tf")
+class ConvBlock(layers.Layer):
+    """Two 3x3 convolutions, each followed by optional batch norm and the activation.
+
+    Args:
+        filters: number of output channels of both convolutions.
+        padding: ``"same"`` keeps the size; ``"valid"`` (the paper) trims 2 px in total.
+        batch_norm: add ``BatchNormalization`` after each convolution (the
+            convolutions then have no bias, which BN would cancel).
+        activation: activation after each convolution, ``"relu"`` as in the paper.
+        dropout: dropout rate after the second activation (0 disables).
+        kernel_initializer: He-normal by default, as the paper recommends for ReLU.
+
+    Input shape: ``(batch, H, W, C)``.
+    Output shape: ``(batch, H', W', filters)`` with ``H' = H`` for same padding
+    and ``H' = H - 4`` for valid padding.
+    """
+
+    def __init__(self, filters, padding="same", batch_norm=False, activation="relu",
+                 dropout=0.0, kernel_initializer="he_normal", **kwargs):
+        super().__init__(**kwargs)
+        if padding not in _PADDINGS:
+            raise ValueError(f"padding must be one of {_PADDINGS}, got {padding!r}")
+        self.filters = int(filters)
+        self.padding = padding
+        self.batch_norm = bool(batch_norm)
+        self.activation = activation
+        self.dropout = float(dropout)
+        self.kernel_initializer = _initializer_config(kernel_initializer)
+        conv_kwargs = dict(kernel_size=3, padding=padding, use_bias=not self.batch_norm,
+                           kernel_initializer=self.kernel_initializer)
+        self.conv1 = layers.Conv2D(self.filters, name="conv1", **conv_kwargs)
+        self.conv2 = layers.Conv2D(self.filters, name="conv2", **conv_kwargs)
+        self.norm1 = layers.BatchNormalization(name="bn1") if self.batch_norm else None
+        self.norm2 = layers.BatchNormalization(name="bn2") if self.batch_norm else None
+        self.act1 = layers.Activation(activation, name="act1")
+        self.act2 = layers.Activation(activation, name="act2")
+        self.drop = layers.Dropout(self.dropout, name="dropout") if self.dropout > 0 else None
+
+    def build(self, input_shape):
+        self.conv1.build(input_shape)
+        mid_shape = self.conv1.compute_output_shape(input_shape)
+        if self.norm1 is not None:
+            self.norm1.build(mid_shape)
+        self.conv2.build(mid_shape)
+        if self.norm2 is not None:
+            self.norm2.build(self.conv2.compute_output_shape(mid_shape))
+        self.built = True
+
+    def call(self, x, training=None):
+        x = self.conv1(x)
+        if self.norm1 is not None:
+            x = self.norm1(x, training=training)
+        x = self.act1(x)
+        x = self.conv2(x)
+        if self.norm2 is not None:
+            x = self.norm2(x, training=training)
+        x = self.act2(x)
+        if self.drop is not None:
+            x = self.drop(x, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        return (n, _conv_out(h, self.padding, 4), _conv_out(w, self.padding, 4), self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, padding=self.padding, batch_norm=self.batch_norm,
+                      activation=self.activation, dropout=self.dropout,
+                      kernel_initializer=self.kernel_initializer)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="unet_tf")
+class EncoderBlock(layers.Layer):
+    """One level of the contracting path: a ``ConvBlock`` then 2x2 max pooling.
+
+    Takes the same arguments as :class:`ConvBlock`.
+
+    Returns: ``(skip, pooled)``: the ``ConvBlock`` output, kept for the
+    decoder's skip connection, and its 2x2 max-pooled version.
+    """
+
+    def __init__(self, filters, padding="same", batch_norm=False, activation="relu",
+                 dropout=0.0, kernel_initializer="he_normal", **kwargs):
+        super().__init__(**kwargs)
+        self.conv_block = ConvBlock(filters, padding=padding, batch_norm=batch_norm,
+                                    activation=activation, dropout=dropout,
+                                    kernel_initializer=kernel_initializer, name="conv_block")
+        self.pool = layers.MaxPooling2D(pool_size=2, strides=2, name="pool")
+
+    def build(self, input_shape):
+        self.conv_block.build(input_shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        skip = self.conv_block(x, training=training)
+        return skip, self.pool(skip)
+
+    def compute_output_shape(self, input_shape):
+        skip = self.conv_block.compute_output_shape(input_shape)
+        n, h, w, c = skip
+        half = lambda s: None if s is None else s // 2  # noqa: E731
+        return skip, (n, half(h), half(w), c)
+
+    def get_config(self):
+        config = super().get_config()
+        block = self.conv_block.get_config()
+        for key in ("filters", "padding", "batch_norm", "activation", "dropout", "kernel_initializer"):
+            config[key] = block[key]
+        return config
+
+
+@keras.saving.register_keras_serializable(package="unet_tf")
+class DecoderBlock(layers.Layer):
+    """One level of the expanding path: upsample by 2, join the skip, then a ``ConvBlock``.
+
+    Args:
+        filters: output channels; the upsampling also maps to ``filters``
+            channels (the paper halves the channels in its up-convolution).
+        upsampling: ``"transpose"`` (a 2x2 stride-2 ``Conv2DTranspose``, the
+            paper's up-convolution) or ``"bilinear"`` (bilinear upsampling and
+            a 1x1 convolution, which has no checkerboard artefacts).
+        padding, batch_norm, activation, dropout, kernel_initializer: as in
+            :class:`ConvBlock`. With valid padding the skip is centre-cropped
+            to the upsampled size before the concatenation.
+
+    Call: ``block(x, skip)`` with ``x`` of shape ``(batch, h, w, c)`` and
+    ``skip`` of shape ``(batch, H, W, c_skip)`` where ``H >= 2h``.
+    Output shape: ``(batch, 2h, 2w, filters)`` for same padding,
+    ``(batch, 2h - 4, 2w - 4, filters)`` for valid padding.
+    """
+
+    def __init__(self, filters, padding="same", upsampling="transpose", batch_norm=False,
+                 activation="relu", dropout=0.0, kernel_initializer="he_normal", **kwargs):
+        super().__init__(**kwargs)
+        if upsampling not in _UPSAMPLINGS:
+            raise ValueError(f"upsampling must be one of {_UPSAMPLINGS}, got {upsampling!r}")
+        kernel_initializer = _initializer_config(kernel_initializer)
+        self.filters = int(filters)
+        self.padding = padding
+        self.upsampling = upsampling
+        if upsampling == "transpose":
+            self.upsample = None
+            self.up_conv = layers.Conv2DTranspose(self.filters, 2, strides=2,
+                                                  kernel_initializer=kernel_initializer,
+                                                  name="up_conv")
+        else:
+            self.upsample = layers.UpSampling2D(2, interpolation="bilinear", name="upsample")
+            self.up_conv = layers.Conv2D(self.filters, 1, kernel_initializer=kernel_initializer,
+                                         name="up_conv")
+        self.concat = layers.Concatenate(axis=-1, name="concat")
+        self.conv_block = ConvBlock(filters, padding=padding, batch_norm=batch_norm,
+                                    activation=activation, dropout=dropout,
+                                    kernel_initializer=kernel_initializer, name="conv_block")
+
+    def _up_shape(self, x_shape):
+        n, h, w, _ = x_shape
+        double = lambda s: None if s is None else 2 * s  # noqa: E731
+        return (n, double(h), double(w), self.filters)
+
+    def build(self, x_shape, skip_shape):
+        if self.upsample is not None:
+            self.up_conv.build(self.upsample.compute_output_shape(x_shape))
+        else:
+            self.up_conv.build(x_shape)
+        up_shape = self._up_shape(x_shape)
+        self.conv_block.build(up_shape[:3] + (self.filters + skip_shape[-1],))
+        self.built = True
+
+    def call(self, x, skip, training=None):
+        if self.upsample is not None:
+            x = self.upsample(x)
+        up = self.up_conv(x)
+        if self.padding == "valid":
+            shape = ops.shape(up)
+            skip = center_crop(skip, shape[1], shape[2])
+        return self.conv_block(self.concat([up, skip]), training=training)
+
+    def compute_output_shape(self, x_shape, skip_shape):
+        up_shape = self._up_shape(x_shape)
+        return self.conv_block.compute_output_shape(up_shape[:3] + (self.filters + skip_shape[-1],))
+
+    def get_config(self):
+        config = super().get_config()
+        block = self.conv_block.get_config()
+        for key in ("filters", "padding", "batch_norm", "activation", "dropout", "kernel_initializer"):
+            config[key] = block[key]
+        config["upsampling"] = self.upsampling
+        return config
