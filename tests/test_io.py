@@ -1,0 +1,558 @@
+"""Tests for unet_tf.io: discovery, reading, label decoding and validation.
+
+Every test writes real image files into tmp_path with OpenCV; images are tiny
+so the whole file runs in a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from unet_tf import io
+from unet_tf.io import DatasetError, LabelSpec, Sample
+
+H, W = 6, 8
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def write(path: Path, arr: np.ndarray) -> Path:
+    """Writes ``arr`` (RGB order for 3-channel arrays) with cv2, creating folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = arr[..., ::-1]  # RGB -> BGR for OpenCV
+    assert cv2.imwrite(str(path), np.ascontiguousarray(arr)), path
+    return path
+
+
+def image(value: int = 100, channels: int = 3, dtype=np.uint8, h: int = H, w: int = W):
+    shape = (h, w) if channels == 1 else (h, w, channels)
+    return np.full(shape, value, dtype)
+
+
+def binary_mask(high: int = 255, h: int = H, w: int = W) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    mask[: h // 2] = high
+    return mask
+
+
+def make_pairs(root: Path, n: int = 3, mask_fn=binary_mask, mask_name="{i}.png",
+               image_name="{i}.png") -> Path:
+    for i in range(n):
+        write(root / "images" / image_name.format(i=f"s{i}"), image(10 * i))
+        write(root / "masks" / mask_name.format(i=f"s{i}"), mask_fn())
+    return root
+
+
+def png_indexed(path: Path, indices: np.ndarray, palette: list[tuple[int, int, int]]) -> Path:
+    """Writes an 8-bit indexed (palette) PNG by hand, like Pascal VOC masks."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    h, w = indices.shape
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0)
+    plte = bytes(c for rgb in palette for c in rgb)
+    rows = b"".join(b"\x00" + indices[r].astype(np.uint8).tobytes() for r in range(h))
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"PLTE", plte)
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def problems_with(report, text: str) -> list[str]:
+    return [p for p in report.problems if text in p]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def test_read_image_rgb_order_and_gray_axis(tmp_path):
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    out = io.read_image(write(tmp_path / "rgb.png", rgb))
+    assert out.shape == (H, W, 3) and out[0, 0].tolist() == [200, 0, 0]
+    gray = io.read_image(write(tmp_path / "g.png", image(7, channels=1)))
+    assert gray.shape == (H, W, 1) and gray.dtype == np.uint8
+
+
+def test_read_image_16bit_preserved(tmp_path):
+    arr = np.arange(H * W, dtype=np.uint16).reshape(H, W) * 1000
+    out = io.read_image(write(tmp_path / "deep.png", arr))
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out[..., 0], arr)
+    tif = io.read_image(write(tmp_path / "deep.tif", np.dstack([arr, arr, arr])))
+    assert tif.dtype == np.uint16 and tif.shape == (H, W, 3) and tif.max() == arr.max()
+
+
+def test_read_image_float_tiff(tmp_path):
+    arr = np.linspace(0, 1, H * W, dtype=np.float32).reshape(H, W)
+    out = io.read_image(write(tmp_path / "f.tif", arr))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[..., 0], arr)
+
+
+def test_read_image_drops_alpha_unless_asked(tmp_path):
+    bgra = np.zeros((H, W, 4), np.uint8)
+    bgra[..., 2] = 250  # red in BGR order
+    bgra[..., 3] = 128
+    path = tmp_path / "rgba.png"
+    cv2.imwrite(str(path), bgra)
+    assert io.read_image(path).shape == (H, W, 3)
+    assert io.read_image(path)[0, 0].tolist() == [250, 0, 0]
+    assert io.read_image(path, keep_alpha=True)[0, 0].tolist() == [250, 0, 0, 128]
+
+
+def test_read_non_ascii_path(tmp_path):
+    path = write(tmp_path / "données" / "bild_ü.png", image(42))
+    assert io.read_image(path)[0, 0, 0] == 42
+
+
+def test_read_corrupt_file_names_path(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"this is not a png" * 4)
+    with pytest.raises(DatasetError, match="broken.png.*unreadable or corrupt"):
+        io.read_image(bad)
+
+
+def test_read_mask_equal_rgb_channels_is_gray(tmp_path):
+    mask = np.dstack([binary_mask()] * 3)
+    raw = io.read_mask_raw(write(tmp_path / "m.png", mask))
+    assert raw.shape == (H, W)
+    assert set(np.unique(raw).tolist()) == {0, 255}
+
+
+def test_read_mask_indexed_png_gives_indices(tmp_path):
+    idx = np.array([[0, 1, 2, 255]] * 2, np.uint8)
+    palette = [(0, 0, 0), (128, 0, 0), (0, 128, 0)] + [(0, 0, 0)] * 252 + [(224, 224, 192)]
+    path = png_indexed(tmp_path / "voc.png", idx, palette)
+    np.testing.assert_array_equal(io.read_mask_raw(path), idx)
+    colours = io.read_mask_raw(path, expand_palette=True)
+    assert colours.shape == (2, 4, 3) and colours[0, 1].tolist() == [128, 0, 0]
+
+
+def test_read_instances_16bit(tmp_path):
+    inst = np.zeros((H, W), np.uint16)
+    inst[:2, :2] = 300
+    inst[4:, 4:] = 1
+    out = io.read_instances(write(tmp_path / "inst.png", inst))
+    assert out.dtype == np.int32 and out[0, 0] == 300 and out[5, 5] == 1
+
+
+# --------------------------------------------------------------------------- label modes
+
+
+def test_binary_0_255(tmp_path):
+    root = make_pairs(tmp_path)
+    samples, spec = io.load_dataset(root)
+    assert spec.mode == "binary" and spec.num_labels == 2
+    labels = io.load_mask(samples["all"][0].mask_path, spec)
+    assert labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, binary_mask() // 255)
+
+
+def test_binary_0_1(tmp_path):
+    root = make_pairs(tmp_path, mask_fn=lambda: binary_mask(1))
+    samples, spec = io.load_dataset(root)
+    assert spec.mode == "binary"
+    labels = io.load_mask(samples["all"][1].mask_path, spec)
+    assert labels.sum() == (H // 2) * W and labels.max() == 1
+
+
+def index_mask() -> np.ndarray:
+    mask = np.zeros((H, W), np.uint8)
+    mask[:, 2:4] = 1
+    mask[:, 4:6] = 2
+    mask[:, 6:] = 255  # void
+    return mask
+
+
+def test_index_with_void(tmp_path):
+    root = make_pairs(tmp_path, mask_fn=index_mask)
+    samples, spec = io.load_dataset(root)
+    assert spec.mode == "index" and spec.num_labels == 3 and spec.ignore_index == 255
+    labels = io.load_mask(samples["all"][0].mask_path, spec)
+    assert labels[0].tolist() == [0, 0, 1, 1, 2, 2, 255, 255]
+
+
+def test_index_num_classes_overrides(tmp_path):
+    root = make_pairs(tmp_path, mask_fn=index_mask)
+    _, spec = io.load_dataset(root, num_classes=5)
+    assert spec.mode == "index" and spec.num_labels == 5
+
+
+def test_indexed_png_masks_are_index_mode(tmp_path):
+    palette = [(0, 0, 0), (128, 0, 0), (0, 128, 0)] + [(0, 0, 0)] * 252 + [(224, 224, 192)]
+    for i in range(2):
+        write(tmp_path / "images" / f"{i}.jpg", image(50))
+        png_indexed(tmp_path / "masks" / f"{i}.png", index_mask(), palette)
+    _, spec = io.load_dataset(tmp_path)
+    assert spec.mode == "index" and spec.num_labels == 3
+
+
+PALETTE_CLASSES = [
+    {"name": "void", "color": [0, 0, 0], "ignore": True},
+    {"name": "building", "color": [128, 0, 0]},
+    {"name": "grass", "color": [0, 128, 0]},
+    {"name": "sky", "color": [128, 128, 128]},
+]
+
+
+def palette_mask() -> np.ndarray:
+    mask = np.zeros((H, W, 3), np.uint8)   # void (black) by default
+    mask[:, 2:4] = (128, 0, 0)
+    mask[:, 4:6] = (0, 128, 0)
+    mask[:, 6:] = (128, 128, 128)
+    return mask
+
+
+def test_palette_with_void_colour(tmp_path):
+    root = make_pairs(tmp_path, mask_fn=palette_mask)
+    (root / "classes.json").write_text(json.dumps(PALETTE_CLASSES))
+    samples, spec = io.load_dataset(root)
+    assert spec.mode == "palette" and spec.num_labels == 3
+    assert spec.class_names == ["building", "grass", "sky"]
+    assert spec.ignore_colors == [(0, 0, 0)]
+    labels = io.load_mask(samples["all"][0].mask_path, spec)
+    assert labels[0].tolist() == [255, 255, 0, 0, 1, 1, 2, 2]
+
+
+def test_palette_top_level_void_list_and_hex(tmp_path):
+    path = tmp_path / "classes.json"
+    path.write_text(json.dumps({"classes": [{"name": "a", "color": "#ff0000"},
+                                            {"name": "b", "color": [0, 0, 255]}],
+                                "void": [[0, 0, 0], [255, 255, 255]]}))
+    names, palette, ignore = io.load_classes_json(path)
+    assert names == ["a", "b"]
+    assert palette == [(255, 0, 0), (0, 0, 255)]
+    assert ignore == [(0, 0, 0), (255, 255, 255)]
+
+
+def test_label_spec_roundtrip():
+    spec = LabelSpec("palette", 2, 255, ["a", "b"], [(1, 2, 3), (4, 5, 6)], [(0, 0, 0)])
+    again = LabelSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec
+
+
+def test_decode_mask_strict_errors():
+    spec = LabelSpec("index", 3)
+    with pytest.raises(DatasetError, match="values 3 are outside 0..2"):
+        io.decode_mask(np.array([[0, 2, 3]], np.uint8), spec)
+    lenient = io.decode_mask(np.array([[0, 7]], np.uint8), spec, strict=False)
+    assert lenient.tolist() == [[0, 255]]
+    pal = LabelSpec("palette", 1, palette=[(1, 2, 3)])
+    with pytest.raises(DatasetError, match=r"\(9, 9, 9\)"):
+        io.decode_mask(np.full((1, 2, 3), 9, np.uint8), pal)
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def test_different_extension_for_mask(tmp_path):
+    root = make_pairs(tmp_path, image_name="{i}.jpg", mask_name="{i}.tif")
+    samples = io.find_samples(root)["all"]
+    assert [s.name for s in samples] == ["s0", "s1", "s2"]
+    assert samples[0].image_path.suffix == ".jpg" and samples[0].mask_path.suffix == ".tif"
+
+
+def test_mask_suffix_matching(tmp_path):
+    root = make_pairs(tmp_path, mask_name="{i}_mask.png")
+    samples = io.find_samples(root)["all"]
+    assert len(samples) == 3
+    assert all(s.mask_path.name == f"{s.name}_mask.png" for s in samples)
+
+
+def test_unknown_but_common_suffix_and_image_suffix(tmp_path):
+    make_pairs(tmp_path / "camvid", mask_name="{i}_L.png")       # CamVid style
+    make_pairs(tmp_path / "deepglobe", image_name="{i}_sat.jpg", mask_name="{i}_mask.png")
+    assert len(io.find_samples(tmp_path / "camvid")["all"]) == 3
+    globe = io.find_samples(tmp_path / "deepglobe")["all"]
+    assert [s.mask_path.name for s in globe] == ["s0_mask.png", "s1_mask.png", "s2_mask.png"]
+
+
+def test_dominant_suffix_resolves_prefix_clash(tmp_path):
+    # "a_1_x" could be image "a" + "_1_x" or image "a_1" + "_x"; "_x" is the common suffix.
+    for stem in ("a", "a_1", "b"):
+        write(tmp_path / "images" / f"{stem}.png", image())
+        write(tmp_path / "masks" / f"{stem}_x.png", binary_mask())
+    pairs = {s.name: s.mask_path.name for s in io.find_samples(tmp_path)["all"]}
+    assert pairs == {"a": "a_x.png", "a_1": "a_1_x.png", "b": "b_x.png"}
+
+
+def test_folder_aliases_and_images_dir_as_root(tmp_path):
+    for i in range(2):
+        write(tmp_path / "imgs" / f"{i}.png", image())
+        write(tmp_path / "gt" / f"{i}.png", binary_mask())
+    assert len(io.find_samples(tmp_path)["all"]) == 2
+    assert len(io.find_samples(tmp_path / "imgs")["all"]) == 2
+    assert len(io.find_samples(tmp_path / "gt")["all"]) == 2
+
+
+def test_split_folders_vs_flat(tmp_path):
+    make_pairs(tmp_path / "split" / "train", n=4)
+    make_pairs(tmp_path / "split" / "valid", n=2)
+    write(tmp_path / "split" / "test" / "images" / "t0.png", image())  # unlabelled test
+    found = io.find_samples(tmp_path / "split")
+    assert list(found) == ["train", "val", "test"]
+    assert [len(v) for v in found.values()] == [4, 2, 1]
+    assert found["test"][0].mask_path is None
+    flat = io.find_samples(make_pairs(tmp_path / "flat", n=5))
+    assert list(flat) == ["all"] and len(flat["all"]) == 5
+
+
+def test_split_inside_images_folder(tmp_path):
+    for split, n in (("train", 3), ("val", 1)):
+        for i in range(n):
+            write(tmp_path / "images" / split / f"{i}.png", image())
+            write(tmp_path / "masks" / split / f"{i}.png", binary_mask())
+    found = io.find_samples(tmp_path)
+    assert {k: len(v) for k, v in found.items()} == {"train": 3, "val": 1}
+
+
+def test_split_samples_deterministic(tmp_path):
+    samples = [Sample(f"x{i}", Path(f"x{i}.png"), Path(f"m{i}.png")) for i in range(20)]
+    train, val = io.split_samples(samples, 0.25, seed=3)
+    train2, val2 = io.split_samples(list(reversed(samples)), 0.25, seed=3)
+    assert (train, val) == (train2, val2)          # order of input does not matter
+    assert len(val) == 5 and not set(train) & set(val) and len(train) + len(val) == 20
+    assert io.split_samples(samples, 0.25, seed=4)[1] != val
+    tiny_train, tiny_val = io.split_samples(samples[:2], 0.01, seed=0)
+    assert len(tiny_train) == 1 and len(tiny_val) == 1
+    with pytest.raises(ValueError):
+        io.split_samples(samples, 1.0)
+
+
+def test_multipage_tiff_stack(tmp_path):
+    pages = [np.full((H, W), 10 * i, np.uint8) for i in range(4)]
+    labels = [binary_mask() if i % 2 else np.zeros((H, W), np.uint8) for i in range(4)]
+    assert cv2.imwritemulti(str(tmp_path / "train-volume.tif"), pages)
+    assert cv2.imwritemulti(str(tmp_path / "train-labels.tif"), labels)
+    assert cv2.imwritemulti(str(tmp_path / "test-volume.tif"), pages[:2])
+    samples, spec = io.load_dataset(tmp_path)
+    assert [len(samples["train"]), len(samples["test"])] == [4, 2]
+    third = samples["train"][3]
+    assert third.name == "train-volume[3]" and third.page == 3
+    img, lab = io.load_sample(third, spec)
+    assert img.shape == (H, W, 1) and img[0, 0, 0] == 30
+    np.testing.assert_array_equal(lab, binary_mask() // 255)
+    assert io.load_sample(samples["train"][2], spec)[1].sum() == 0
+    assert samples["test"][0].mask_path is None
+
+
+def test_stack_page_count_mismatch(tmp_path):
+    pages = [np.zeros((H, W), np.uint8)] * 3
+    cv2.imwritemulti(str(tmp_path / "em-volume.tif"), pages)
+    cv2.imwritemulti(str(tmp_path / "em-masks.tif"), pages[:2])
+    report = io.check_dataset(tmp_path)
+    hits = problems_with(report, "em-volume.tif has 3 pages")
+    assert hits and "em-masks.tif has 2" in hits[0]
+
+
+def test_instances_folder(tmp_path):
+    root = make_pairs(tmp_path, n=2)
+    write(root / "instances" / "s0.png", np.ones((H, W), np.uint16) * 500)
+    write(root / "instances" / "s1.png", np.ones((H + 1, W), np.uint16))
+    samples = io.find_samples(root)["all"]
+    assert samples[0].instance_path.name == "s0.png"
+    report = io.check_dataset(root)
+    assert problems_with(report, "s1.png: instance map size 7x8 differs")
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def test_image_without_mask(tmp_path):
+    root = make_pairs(tmp_path, n=2)
+    write(root / "images" / "lonely.png", image())
+    report = io.check_dataset(root)
+    assert problems_with(report, "lonely.png: image without mask")
+
+
+def test_mask_without_image(tmp_path):
+    root = make_pairs(tmp_path, n=2)
+    write(root / "masks" / "orphan.png", binary_mask())
+    report = io.check_dataset(root)
+    assert problems_with(report, "orphan.png: mask without image")
+
+
+def test_ambiguous_mask_names(tmp_path):
+    root = make_pairs(tmp_path, n=1)
+    write(root / "masks" / "s0_mask.png", binary_mask())   # second mask for s0
+    report = io.check_dataset(root)
+    assert problems_with(report, "all match image 's0'")
+
+
+def test_size_mismatch(tmp_path):
+    root = make_pairs(tmp_path, n=2)
+    write(root / "masks" / "s1.png", binary_mask(h=H + 2))
+    report = io.check_dataset(root)
+    hits = problems_with(report, "s1.png: mask size 8x8 differs")
+    assert hits and "6x8" in hits[0]
+
+
+def test_out_of_range_label(tmp_path):
+    root = make_pairs(tmp_path, n=2, mask_fn=index_mask)
+    bad = index_mask()
+    bad[0, 0] = 9
+    write(root / "masks" / "s1.png", bad)
+    report = io.check_dataset(root, num_classes=3)
+    hits = problems_with(report, "s1.png: label values 9 are outside 0..2")
+    assert len(hits) == 1 and "s0.png" not in hits[0]
+
+
+def test_corrupt_file(tmp_path):
+    root = make_pairs(tmp_path, n=2)
+    (root / "images" / "s1.png").write_bytes(b"\x00garbage\xff" * 20)
+    report = io.check_dataset(root)
+    assert problems_with(report, "s1.png: unreadable or corrupt")
+
+
+def test_inconsistent_channels(tmp_path):
+    root = make_pairs(tmp_path, n=3)
+    write(root / "images" / "s2.png", image(channels=1))
+    report = io.check_dataset(root)
+    hits = problems_with(report, "different channel counts")
+    assert hits and "1 channel (1 file," in hits[0] and "s2.png" in hits[0]
+    assert "3 channels (2 files" in hits[0]
+
+
+def test_empty_and_missing_folders(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    assert problems_with(io.check_dataset(tmp_path), "images: empty")
+    assert problems_with(io.check_dataset(tmp_path / "nope"), "does not exist")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    assert problems_with(io.check_dataset(tmp_path / "other"), "no dataset found")
+
+
+def test_rgb_mask_without_classes_json(tmp_path):
+    root = make_pairs(tmp_path, n=2, mask_fn=palette_mask)
+    report = io.check_dataset(root)
+    assert len(problems_with(report, "is an RGB mask; add classes.json")) == 2
+    with pytest.raises(DatasetError, match="RGB mask"):
+        io.infer_label_spec(io.find_samples(root))
+
+
+def test_unknown_palette_colour(tmp_path):
+    root = make_pairs(tmp_path, n=2, mask_fn=palette_mask)
+    (root / "classes.json").write_text(json.dumps(PALETTE_CLASSES))
+    odd = palette_mask()
+    odd[0, 0] = (1, 2, 3)
+    write(root / "masks" / "s1.png", odd)
+    report = io.check_dataset(root)
+    hits = problems_with(report, "colours (1, 2, 3) are not in classes.json")
+    assert len(hits) == 1 and "s1.png" in hits[0]
+
+
+def test_invalid_classes_json(tmp_path):
+    path = tmp_path / "classes.json"
+    path.write_text('[{"name": "a", "color": [1, 2]}]')
+    with pytest.raises(DatasetError, match="classes.json.*colour"):
+        io.load_classes_json(path)
+    path.write_text("{not json")
+    with pytest.raises(DatasetError, match="invalid JSON"):
+        io.load_classes_json(path)
+
+
+def test_check_dataset_lists_all_problems(tmp_path):
+    root = make_pairs(tmp_path, n=4, mask_fn=index_mask)
+    write(root / "images" / "nomask.png", image())
+    write(root / "masks" / "noimage.png", index_mask())
+    write(root / "masks" / "s1.png", index_mask()[:, :5])
+    (root / "images" / "s2.png").write_bytes(b"junk")
+    bad = index_mask()
+    bad[1, 1] = 42
+    write(root / "masks" / "s3.png", bad)
+    report = io.check_dataset(root, num_classes=3)
+    assert not report.ok
+    expected = ["nomask.png: image without mask", "noimage.png: mask without image",
+                "s1.png: mask size 6x5", "s2.png: unreadable or corrupt",
+                "s3.png: label values 42"]
+    for text in expected:
+        assert problems_with(report, text), (text, report.problems)
+    text = io.format_report(report)
+    assert f"{len(report.problems)} problems found" in text and "noimage.png" in text
+    with pytest.raises(DatasetError) as err:
+        io.load_dataset(root, num_classes=3)
+    assert len(err.value.problems) == len(report.problems)
+    assert all(e in str(err.value) for e in expected)
+
+
+def test_format_report_summary(tmp_path):
+    make_pairs(tmp_path / "train", n=2, mask_fn=index_mask)
+    make_pairs(tmp_path / "val", n=1, mask_fn=index_mask)
+    report = io.check_dataset(tmp_path)
+    assert report.ok, report.problems
+    text = io.format_report(report)
+    lines = text.splitlines()
+    assert "Labels: index, 3 classes, ignore value 255" in text
+    header = next(line for line in lines if line.strip().startswith("split"))
+    train = next(line for line in lines if line.strip().startswith("train"))
+    assert header.index("size") == train.index("6x8")   # aligned columns
+    # each mask: 2 of 8 columns per class, 2 of 8 void -> 25 % each
+    ignore = next(line for line in lines if line.strip().startswith("ignore"))
+    assert ignore.split()[1:] == ["25.00", "25.00", "25.00"]
+    assert report.summary["splits"]["train"]["labelled"] == 2
+
+
+def test_binary_with_void_is_index(tmp_path):
+    def mask():
+        m = binary_mask(1)
+        m[:, -1] = 255  # void border next to 0/1 labels
+        return m
+    root = make_pairs(tmp_path, n=2, mask_fn=mask)
+    samples, spec = io.load_dataset(root)
+    assert spec.mode == "index" and spec.num_labels == 2
+    assert io.load_mask(samples["all"][0].mask_path, spec)[0, -1] == 255
+
+
+def write_jpeg(path: Path, arr: np.ndarray, quality: int = 50) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), arr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return path
+
+
+def test_jpeg_index_mask_is_a_problem(tmp_path):
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:, 11:21] = 1
+    mask[:, 21:] = 255   # classes 0/1 + void, near 0/255 but class 1 is a real area
+    for i in range(2):
+        write(tmp_path / "images" / f"{i}.png", image(h=32, w=32))
+        write_jpeg(tmp_path / "masks" / f"{i}.jpg", mask, quality=90)
+    report = io.check_dataset(tmp_path)
+    assert problems_with(report, "0.jpg: JPEG mask with")
+
+
+def test_jpeg_binary_mask_is_thresholded(tmp_path):
+    # Kvasir-SEG style: 0/255 masks saved as JPEG come back with ringing noise.
+    mask = np.zeros((32, 32), np.uint8)
+    mask[5:21, 7:23] = 255
+    for i in range(2):
+        write(tmp_path / "images" / f"{i}.jpg", image(h=32, w=32))
+        write_jpeg(tmp_path / "masks" / f"{i}.jpg", mask, quality=90)
+    assert len(np.unique(io.read_mask_raw(tmp_path / "masks" / "0.jpg"))) > 2
+    samples, spec = io.load_dataset(tmp_path)
+    assert spec.mode == "binary"
+    labels = io.load_mask(samples["all"][0].mask_path, spec)
+    assert abs(int(labels.sum()) - 16 * 16) < 16
+    assert any("thresholded at 128" in w for w in io.check_dataset(tmp_path).warnings)
+
+
+def test_infer_label_spec_finds_classes_json_from_samples(tmp_path):
+    root = tmp_path / "ds"
+    make_pairs(root / "train", n=2, mask_fn=palette_mask)
+    (root / "classes.json").write_text(json.dumps(PALETTE_CLASSES))
+    (tmp_path / "classes.json").write_text('["unrelated"]')   # must not be picked up
+    spec = io.infer_label_spec(io.find_samples(root))
+    assert spec.mode == "palette" and spec.class_names == ["building", "grass", "sky"]
+    spec_root = io.infer_label_spec(io.find_samples(root / "train"), root=root / "train")
+    assert spec_root == spec
