@@ -15,3 +15,26 @@ def rng():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running tests, kept out of the default run")
+
+
+@pytest.fixture(scope="session")
+def trained_binary_model():
+    """A tiny same-padding U-Net trained briefly on synthetic cells (session-wide, ~5 s).
+
+    Untrained models predict about 0.5 everywhere, which makes mask comparisons
+    meaningless; this one makes confident, mostly right predictions.
+    """
+    import keras
+
+    from unet_tf import datasets, losses
+    from unet_tf.model import UNet
+
+    keras.utils.set_random_seed(0)
+    images, instances = datasets.synthetic_cells(8, 64, seed=3)
+    x = images.astype("float32") / 255.0
+    y = (instances > 0).astype("int32")
+    model = UNet(num_classes=1, depth=2, base_filters=8, dropout=0.0, batch_norm=True,
+                 in_channels=1)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=losses.DiceCrossEntropy())
+    model.fit(np.repeat(x, 30, 0), np.repeat(y, 30, 0), batch_size=4, epochs=1, verbose=0)
+    return model, x, y

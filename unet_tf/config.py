@@ -1,0 +1,155 @@
+"""The training configuration: one flat dataclass, also the command line's options.
+
+Every field is a ``--option`` of ``unet-tf train`` / ``python train.py`` (with
+``_`` written as ``-``), and a key of a ``--config`` YAML or JSON file. The
+resolved configuration is saved as ``config.json`` in the run folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+__all__ = ["TrainConfig", "PRESETS", "load_config_file"]
+
+
+def _opt(default, help, choices=None, **extra):  # noqa: A002 - mirrors click's name
+    return field(default=default, metadata=dict(help=help, choices=choices, **extra))
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str | None = _opt(None, "Dataset folder (see README: images/ + masks/, optional "
+                                  "instances/, train/val/test splits, TIFF stacks). "
+                                  "Default: the built-in synthetic cells.")
+    out: str | None = _opt(None, "Run folder. Default: runs/<date>-<time>.")
+    val_fraction: float = _opt(0.2, "Share of images held out for validation when the data has no val/ split.")
+    num_classes: int | None = _opt(None, "Classes in the masks (default: inferred; binary masks give a sigmoid model).")
+    ignore_index: int = _opt(255, "Label value of void pixels, left out of losses and metrics.")
+    synthetic_images: int = _opt(40, "Images of the built-in synthetic dataset, when --data is not given.")
+    # model
+    depth: int = _opt(4, "Pooling steps of the U-Net (4 in the paper).")
+    base_filters: int = _opt(16, "Channels of the first level, doubled at each level (64 in the paper).")
+    padding: str = _opt("same", "'same' keeps the size; 'valid' is the paper's unpadded U-Net.",
+                        choices=("same", "valid"))
+    upsampling: str = _opt("transpose", "Decoder upsampling: 2x2 up-convolution or bilinear.",
+                           choices=("transpose", "bilinear"))
+    batch_norm: bool = _opt(True, "Batch normalization after every convolution.")
+    dropout: float = _opt(0.5, "Dropout at the end of the contracting path (0.5 in the paper).")
+    # loss and weight map
+    loss: str = _opt("wce", "wce: cross-entropy weighted by the U-Net weight map; dice; dice_ce.",
+                     choices=("wce", "dice", "dice_ce"))
+    weight_map: bool = _opt(True, "Use the paper's weight map (class balance + border term).")
+    w0: float = _opt(10.0, "Border weight w0 of the weight map.")
+    sigma: float = _opt(5.0, "Border width sigma (pixels) of the weight map.")
+    recompute_weights: bool = _opt(False, "Recompute the weight map after each deformation "
+                                          "(default: deform the cached map).")
+    # training
+    epochs: int = _opt(30, "Epochs.")
+    steps_per_epoch: int | None = _opt(None, "Batches per epoch (default: about one pass over the training images).")
+    batch_size: int = _opt(8, "Global batch size (split across replicas).")
+    tile_size: int = _opt(128, "Input tile size; for valid padding the label tile is smaller (572 -> 388).")
+    optimizer: str = _opt("adam", "adam, or sgd with momentum (0.99 in the paper).", choices=("adam", "sgd"))
+    learning_rate: float = _opt(1e-3, "Initial learning rate.")
+    momentum: float = _opt(0.99, "SGD momentum.")
+    lr_schedule: str = _opt("plateau", "constant, cosine decay, or reduce on plateau.",
+                            choices=("constant", "cosine", "plateau"))
+    early_stopping: int = _opt(0, "Stop after this many epochs without improvement (0: off).")
+    mixed_precision: str = _opt("off", "off, float16 (GPUs), bfloat16 (CPUs with AVX-512 BF16, TPUs).",
+                                choices=("off", "float16", "bfloat16"))
+    jit_compile: bool = _opt(False, "XLA-compile the train step (slower for training on CPUs).")
+    strategy: str = _opt("auto", "auto, mirrored (local GPUs) or multiworker (TF_CONFIG).",
+                         choices=("auto", "mirrored", "multiworker"))
+    seed: int = _opt(0, "Seed for the split, initialisation and augmentation.")
+    resume: bool = _opt(False, "Resume an interrupted run from its last finished epoch (same --out).")
+    verbose: int = _opt(1, "Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.")
+    # augmentation (see unet_tf.augment.AugmentConfig)
+    augment: bool = _opt(True, "Data augmentation (all of the below).")
+    elastic: bool = _opt(True, "Elastic deformation (the paper's 3x3 grid).")
+    elastic_sigma: float = _opt(10.0, "Standard deviation (pixels) of the coarse elastic displacements.")
+    elastic_points: int = _opt(3, "Control points per axis of the elastic grid.")
+    aug_backend: str = _opt("opencv", "opencv (fast, exact field) or elasticdeform (reference).",
+                            choices=("opencv", "elasticdeform"))
+    flip: bool = _opt(True, "Random flips.")
+    rot90: bool = _opt(True, "Random 90-degree rotations.")
+    rotate_degrees: float = _opt(15.0, "Largest small rotation (degrees, 0: off).")
+    shift: float = _opt(0.05, "Largest shift (fraction of the tile, 0: off).")
+    scale_min: float = _opt(0.9, "Smallest zoom.")
+    scale_max: float = _opt(1.1, "Largest zoom.")
+    brightness: float = _opt(0.1, "Largest brightness change (0: off).")
+    contrast: float = _opt(0.2, "Largest contrast change (0: off).")
+    gamma: float = _opt(0.2, "Largest gamma change (0: off).")
+
+    def __post_init__(self):
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ValueError(f"--{f.name.replace('_', '-')}: {getattr(self, f.name)!r} is not one "
+                                 f"of {', '.join(choices)}")
+        for name in ("epochs", "batch_size", "tile_size", "depth", "base_filters"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown configuration keys {unknown}; valid keys are the options of "
+                             "`unet-tf train --help` with '-' written as '_'")
+        return cls(**values)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def augment_config(self):
+        from .augment import AugmentConfig
+        if not self.augment:
+            return None
+        return AugmentConfig(elastic=self.elastic, elastic_points=self.elastic_points,
+                             elastic_sigma=self.elastic_sigma, backend=self.aug_backend,
+                             flip=self.flip, rot90=self.rot90, rotate_degrees=self.rotate_degrees,
+                             shift=self.shift, scale=(self.scale_min, self.scale_max),
+                             brightness=self.brightness, contrast=self.contrast, gamma=self.gamma)
+
+
+#: Named starting points; command-line options still override them.
+PRESETS = {
+    # Ronneberger et al. (2015): unpadded convolutions, 572 -> 388 tiles, batch of one
+    # large tile, SGD with momentum 0.99, weighted cross-entropy with w0=10, sigma=5.
+    "paper": dict(depth=4, base_filters=64, padding="valid", batch_norm=False, dropout=0.5,
+                  tile_size=572, batch_size=1, optimizer="sgd", learning_rate=0.01,
+                  momentum=0.99, loss="wce", w0=10.0, sigma=5.0, lr_schedule="constant"),
+    # Small and quick: the demo configuration.
+    "small": dict(depth=4, base_filters=16, padding="same", batch_norm=True, tile_size=128,
+                  batch_size=8),
+}
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a YAML or JSON configuration file into a dict (errors name the file)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ValueError(f"--config {path}: cannot read it ({err.strerror})") from err
+    try:
+        if path.suffix.lower() == ".json":
+            values = json.loads(text)
+        else:
+            import yaml
+            values = yaml.safe_load(text)
+    except Exception as err:  # noqa: BLE001 - report any parse error with the file name
+        raise ValueError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}") from err
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path}: expected a mapping of option names to values")
+    return {k.replace("-", "_"): v for k, v in values.items()}

@@ -1,0 +1,383 @@
+"""From a dataset folder to ``tf.data`` pipelines that ``model.fit`` takes as they are.
+
+Every element is ``(image, label, weight_map)``:
+
+- ``image``: float32 ``(tile, tile, C)``, scaled by the dataset's
+  ``input_scale`` (1/255 for 8-bit data), the model's input tile;
+- ``label``: int32 ``(out, out)``, class indices (0/1 for binary data) with
+  ``ignore_index`` for void pixels and for pixels outside the image;
+- ``weight_map``: float32 ``(out, out)``, the U-Net weight map (or 1), 0 where
+  the label is ignored. ``model.fit`` passes it to the loss as ``sample_weight``.
+
+``out == tile`` for same padding. For valid padding the input tile carries the
+context the network consumes (572 -> 388 in the paper) and borders are mirror
+extrapolated, so the label tile can reach the image edge (overlap-tile).
+
+Images are decoded, normalised and given their weight maps once, then kept in
+memory: the datasets this is for hold a few dozen to a few hundred images.
+
+Example::
+
+    bundle = load_data("path/to/data", val_fraction=0.2)
+    train = train_dataset(bundle.train, tile_size=256, batch_size=4, depth=4, padding="same")
+    val = val_dataset(bundle.val, tile_size=256, batch_size=4, depth=4, padding="same")
+    model.fit(train, validation_data=val, steps_per_epoch=bundle.steps_per_epoch(256, 4), epochs=50)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from . import io, sizes
+from .tiling import grid, window
+from .augment import AugmentConfig, augment_sample
+from .weights import instances_from_mask, unet_weight_map
+
+__all__ = ["WeightMapConfig", "Item", "DataBundle", "load_data", "load_arrays", "input_scale_for",
+           "train_dataset", "val_dataset", "steps_per_epoch", "tile_geometry"]
+
+
+@dataclass
+class WeightMapConfig:
+    """How the per-pixel weights are made (see ``unet_tf.weights.unet_weight_map``).
+
+    ``enabled=False`` gives weight 1 on every labelled pixel. ``recompute``
+    recomputes the map after each deformation from the deformed instance map
+    (exact but slower); by default the cached map is deformed with the sample
+    using linear interpolation, as the paper's code does.
+    """
+    enabled: bool = True
+    w0: float = 10.0
+    sigma: float = 5.0
+    class_weights: str | None = "balanced"
+    recompute: bool = False
+
+
+@dataclass
+class Item:
+    """One decoded image in memory."""
+    name: str
+    image: np.ndarray                 # float32 (H, W, C), normalised
+    label: np.ndarray                 # int32 (H, W)
+    instances: np.ndarray | None      # int32 (H, W) or None
+    weight: np.ndarray                # float32 (H, W)
+
+
+@dataclass
+class DataBundle:
+    """A loaded dataset: its splits in memory and what the model needs to know."""
+    train: list[Item]
+    val: list[Item]
+    test: list[Item]
+    spec: io.LabelSpec
+    num_classes: int                  # model output channels: 1 for binary data
+    in_channels: int
+    input_scale: float
+    ignore_index: int
+    root: str | None = None
+    extras: dict = field(default_factory=dict)
+
+    def steps_per_epoch(self, tile_size: int, batch_size: int, depth: int = 4,
+                        padding: str = "same") -> int:
+        return steps_per_epoch(self.train, tile_size, batch_size, depth, padding)
+
+    def describe(self) -> dict:
+        return dict(root=self.root, train=len(self.train), val=len(self.val), test=len(self.test),
+                    num_classes=self.num_classes, in_channels=self.in_channels,
+                    input_scale=self.input_scale, ignore_index=self.ignore_index,
+                    labels=self.spec.to_dict())
+
+
+# --------------------------------------------------------------------------- loading
+def input_scale_for(images: Sequence[np.ndarray]) -> float:
+    """The factor that maps the dataset's raw values to about [0, 1].
+
+    8-bit data: 1/255. 16-bit data: 1/(2**bits - 1) for the smallest bit depth
+    (8 to 16) that holds the largest value, so 12-bit microscopy is not dimmed
+    16-fold. Float data: 1/max, or 1 when the values already lie in [0, 1].
+    """
+    dtypes = {im.dtype for im in images}
+    peak = max(float(im.max()) for im in images) if images else 1.0
+    if dtypes <= {np.dtype(np.uint8)}:
+        return 1.0 / 255.0
+    if all(np.issubdtype(d, np.integer) for d in dtypes):
+        bits = max(8, min(16, math.ceil(math.log2(peak + 1))))
+        return 1.0 / (2**bits - 1)
+    return 1.0 if peak <= 1.0 else 1.0 / peak
+
+
+def _weight_map(label, instances, spec: io.LabelSpec, cfg: WeightMapConfig) -> np.ndarray:
+    ignore = spec.ignore_index
+    if not cfg.enabled:
+        return (label != ignore).astype(np.float32)
+    if instances is None:  # multi-class data without instances: class balance only
+        instances = np.zeros_like(label)
+    return unet_weight_map(label, w0=cfg.w0, sigma=cfg.sigma, class_weights=cfg.class_weights,
+                           ignore_index=ignore, instances=instances)
+
+
+def _read(sample: io.Sample, spec: io.LabelSpec):
+    image, label = io.load_sample(sample, spec)
+    if label is None:
+        raise io.DatasetError(f"{sample.image_path}: no mask; training and validation need one")
+    instances = None
+    if sample.instance_path is not None:
+        instances = io.read_instances(sample.instance_path, sample.page)
+    return image, label, instances
+
+
+def _make_item(name, image, label, instances, spec: io.LabelSpec, scale: float,
+               cfg: WeightMapConfig) -> Item:
+    label = label.astype(np.int32)
+    if instances is None and spec.num_labels == 2:
+        # Connected components once, before any deformation: nearest-neighbour
+        # deformation can close 1-px gaps and would merge cells afterwards.
+        instances = instances_from_mask(np.where(label == spec.ignore_index, 0, label))
+    if instances is not None:
+        instances = instances.astype(np.int32)
+    weight = _weight_map(label, instances, spec, cfg)
+    return Item(name, image.astype(np.float32) * np.float32(scale), label, instances,
+                weight.astype(np.float32))
+
+
+def load_data(root: str | Path, *, val_fraction: float = 0.2, seed: int = 0,
+              num_classes: int | None = None, ignore_index: int = 255,
+              weight_map: WeightMapConfig | None = None,
+              input_scale: float | None = None) -> DataBundle:
+    """Discover, validate, decode and normalise a dataset folder.
+
+    Args:
+        root: a dataset folder (see ``unet_tf.io`` for the layouts).
+        val_fraction: share of the images held out for validation when the
+            folder has no ``val/`` split (seeded, by name).
+        seed: seed of that split.
+        num_classes: number of classes in the masks; inferred when None.
+            Binary masks give a one-channel (sigmoid) model.
+        ignore_index: label value of void pixels.
+        weight_map: how to make the per-pixel weights.
+        input_scale: override the normalisation factor (default: from the
+            training images' bit depth, see :func:`input_scale_for`).
+
+    Raises:
+        unet_tf.io.DatasetError: listing every problem found, each naming its file.
+    """
+    cfg = weight_map or WeightMapConfig()
+    splits, spec = io.load_dataset(root, num_classes=num_classes, ignore_index=ignore_index)
+    train = list(splits.get("train", splits.get("all", [])))
+    val = list(splits.get("val", []))
+    if not val and val_fraction > 0 and len(train) >= 2:
+        train, val = io.split_samples(train, val_fraction, seed)
+    if not train:
+        raise io.DatasetError(f"{root}: no labelled training images found")
+    test = [s for s in splits.get("test", []) if s.mask_path is not None]
+    raw = {name: [(s.name, *_read(s, spec)) for s in group]
+           for name, group in (("train", train), ("val", val), ("test", test))}
+    scale = input_scale if input_scale is not None else input_scale_for([r[1] for r in raw["train"]])
+    items = {name: [_make_item(*r, spec, scale, cfg) for r in group] for name, group in raw.items()}
+    return _bundle(items, spec, scale, ignore_index, str(root))
+
+
+def load_arrays(images, labels, instances=None, *, val_fraction=0.2, seed=0, ignore_index=255,
+                num_classes=None, weight_map: WeightMapConfig | None = None,
+                input_scale: float | None = None) -> DataBundle:
+    """Build a :class:`DataBundle` from arrays already in memory.
+
+    Args:
+        images: ``(N, H, W, C)`` array or a list of ``(H, W, C)`` arrays.
+        labels: class indices, ``(N, H, W)`` or a list; binary data is 0/1.
+        instances: optional instance-id maps for the weight maps.
+    """
+    cfg = weight_map or WeightMapConfig()
+    images = [np.asarray(im) if np.ndim(im) == 3 else np.asarray(im)[..., None] for im in images]
+    labels = [np.asarray(lb).astype(np.int32) for lb in labels]
+    values = np.unique(np.concatenate([np.unique(lb) for lb in labels]))
+    values = values[values != ignore_index]
+    n_labels = num_classes or int(max(values.max(initial=0) + 1, 2))
+    spec = io.LabelSpec(mode="binary" if n_labels == 2 else "index", num_labels=n_labels,
+                        ignore_index=ignore_index)
+    scale = input_scale if input_scale is not None else input_scale_for(images)
+    order = np.random.default_rng(seed).permutation(len(images))
+    n_val = int(round(len(images) * val_fraction)) if len(images) >= 2 else 0
+    n_val = min(max(n_val, 1 if val_fraction > 0 and len(images) >= 2 else 0), len(images) - 1)
+    items = [_make_item(f"array_{i}", images[i], labels[i],
+                        None if instances is None else np.asarray(instances[i]), spec, scale, cfg)
+             for i in range(len(images))]
+    val_idx = set(order[:n_val].tolist())
+    return _bundle({"train": [it for i, it in enumerate(items) if i not in val_idx],
+                    "val": [it for i, it in enumerate(items) if i in val_idx], "test": []},
+                   spec, scale, ignore_index, None)
+
+
+def _bundle(items, spec, scale, ignore_index, root) -> DataBundle:
+    channels = {it.image.shape[-1] for split in items.values() for it in split}
+    if len(channels) > 1:
+        raise io.DatasetError(f"{root}: images have different channel counts {sorted(channels)}; "
+                              "convert them to one channel count")
+    num_classes = 1 if spec.num_labels <= 2 else spec.num_labels
+    return DataBundle(items["train"], items["val"], items["test"], spec, num_classes,
+                      channels.pop(), float(scale), ignore_index, root)
+
+
+# --------------------------------------------------------------------------- tiles
+def tile_geometry(tile_size: int, depth: int, padding: str) -> tuple[int, int]:
+    """``(input_tile, output_tile)`` for a model; raises ``ValueError`` naming valid sizes."""
+    return tile_size, sizes.output_size(tile_size, depth, padding)
+
+
+def steps_per_epoch(items: Sequence[Item], tile_size: int, batch_size: int, depth: int = 4,
+                    padding: str = "same") -> int:
+    """Batches that cover every training image about once."""
+    _, out = tile_geometry(tile_size, depth, padding)
+    tiles = sum(math.ceil(it.label.shape[0] / out) * math.ceil(it.label.shape[1] / out) for it in items)
+    return max(1, math.ceil(tiles / batch_size))
+
+
+def _crop_tile(item: Item, top: int, left: int, tile_in: int, tile_out: int, context: int,
+               ignore_index: int, mirror_labels: bool):
+    """Input window around an output tile at (top, left), with ``context`` extra pixels per side.
+
+    The image is always mirrored beyond its border. Labels are mirrored too
+    for training (a mirrored image with mirrored labels is a valid sample,
+    and rotations pull those pixels in), and set to ``ignore_index`` for
+    validation, so that scores count real pixels only.
+    """
+    margin = (tile_in - tile_out) // 2 + context
+    size = tile_out + 2 * margin
+    t, l_ = top - margin, left - margin
+    image = window(item.image, t, l_, size, size, "mirror")
+    if mirror_labels:
+        label = window(item.label, t, l_, size, size, "mirror")
+        weight = window(item.weight, t, l_, size, size, "mirror")
+        inst = None if item.instances is None else window(item.instances, t, l_, size, size, "mirror")
+    else:
+        label = window(item.label, t, l_, size, size, "constant", ignore_index)
+        weight = window(item.weight, t, l_, size, size, "constant", 0.0)
+        inst = None
+    return image, label, weight, inst
+
+
+def _center(array: np.ndarray, size: int) -> np.ndarray:
+    off0 = (array.shape[0] - size) // 2
+    off1 = (array.shape[1] - size) // 2
+    return array[off0:off0 + size, off1:off1 + size]
+
+
+class _TileSampler:
+    """Draws the k-th random training tile; all randomness comes from (seed, k)."""
+
+    def __init__(self, items, tile_in, tile_out, augment, weight_cfg, spec, seed):
+        self.items = items
+        self.tile_in, self.tile_out = tile_in, tile_out
+        self.augment = augment
+        self.weight_cfg = weight_cfg
+        self.spec = spec
+        self.seed = int(seed)
+        areas = np.array([it.label.size for it in items], np.float64)
+        self.probs = areas / areas.sum()  # larger images give proportionally more tiles
+        geometric = augment is not None and (augment.elastic or augment.rotate_degrees > 0
+                                             or augment.scale != (1.0, 1.0) or augment.shift > 0)
+        # Extra context so rotations, zoom and the elastic field sample real
+        # (or mirrored) pixels rather than the window's border.
+        self.context = int(math.ceil(0.2 * tile_in)) if geometric else 0
+
+    def __call__(self, k):
+        rng = np.random.default_rng([self.seed, int(k)])
+        item = self.items[rng.choice(len(self.items), p=self.probs)]
+        h, w = item.label.shape
+        top = int(rng.integers(0, max(h - self.tile_out, 0) + 1))
+        left = int(rng.integers(0, max(w - self.tile_out, 0) + 1))
+        image, label, weight, inst = _crop_tile(item, top, left, self.tile_in, self.tile_out,
+                                                self.context, self.spec.ignore_index, True)
+        if self.augment is not None:
+            need_inst = self.weight_cfg.recompute and inst is not None
+            image, label, weight, inst = augment_sample(
+                image, label, weight, inst if need_inst else None, config=self.augment,
+                seed=int(rng.integers(2**31)), out_shape=(self.tile_in, self.tile_in))
+            if need_inst:
+                weight = _weight_map(label, inst, self.spec, self.weight_cfg)
+        else:
+            image, label, weight = (_center(a, self.tile_in) for a in (image, label, weight))
+        label = _center(label, self.tile_out)
+        weight = _center(weight, self.tile_out) * (label != self.spec.ignore_index)
+        return (np.ascontiguousarray(image, np.float32), np.ascontiguousarray(label, np.int32),
+                np.ascontiguousarray(weight, np.float32))
+
+
+def train_dataset(items: Sequence[Item], *, tile_size: int, batch_size: int, depth: int = 4,
+                  padding: str = "same", augment: AugmentConfig | None = None,
+                  spec: io.LabelSpec | None = None, weight_map: WeightMapConfig | None = None,
+                  seed: int = 0, deterministic: bool = True, num_shards: int = 1,
+                  shard_index: int = 0) -> tf.data.Dataset:
+    """An endless dataset of random, augmented training tiles, batched.
+
+    Tile ``k`` depends only on ``(seed, k)``, so a seed gives the same stream
+    whatever the parallelism; with ``deterministic=False`` only the order of
+    elements inside the parallel map may change. ``num_shards``/``shard_index``
+    give each worker of a multi-worker run its own disjoint share of tiles.
+
+    Use ``augment=AugmentConfig()`` for the paper's augmentations (elastic
+    deformation on a 3x3 grid, flips, rotations, gray values) or None for none.
+    """
+    if not items:
+        raise ValueError("train_dataset needs at least one image")
+    tile_in, tile_out = tile_geometry(tile_size, depth, padding)
+    spec = spec or io.LabelSpec(mode="index", num_labels=2)
+    sampler = _TileSampler(list(items), tile_in, tile_out, augment, weight_map or WeightMapConfig(),
+                           spec, seed)
+    channels = items[0].image.shape[-1]
+    # cv2 parallelises each remap itself; tf.data already runs samples in parallel.
+    cv2.setNumThreads(1)
+
+    def load(k):
+        image, label, weight = tf.numpy_function(sampler, [k], [tf.float32, tf.int32, tf.float32],
+                                                 stateful=False)
+        image.set_shape((tile_in, tile_in, channels))
+        label.set_shape((tile_out, tile_out))
+        weight.set_shape((tile_out, tile_out))
+        return image, label, weight
+
+    ds = tf.data.Dataset.counter().shard(num_shards, shard_index)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(_options(deterministic))
+
+
+def val_tiles(items: Sequence[Item], tile_size: int, depth: int = 4, padding: str = "same",
+              ignore_index: int = 255):
+    """Every validation image cut into a fixed grid of tiles (numpy arrays)."""
+    tile_in, tile_out = tile_geometry(tile_size, depth, padding)
+    images, labels, weights = [], [], []
+    for item in items:
+        h, w = item.label.shape
+        for top in grid(h, tile_out):
+            for left in grid(w, tile_out):
+                image, label, weight, _ = _crop_tile(item, top, left, tile_in, tile_out, 0, ignore_index,
+                                                      False)
+                images.append(image)
+                labels.append(_center(label, tile_out))
+                weights.append(_center(weight, tile_out))
+    return np.stack(images), np.stack(labels), np.stack(weights)
+
+
+def val_dataset(items: Sequence[Item], *, tile_size: int, batch_size: int, depth: int = 4,
+                padding: str = "same", ignore_index: int = 255) -> tf.data.Dataset:
+    """A finite, deterministic dataset of validation tiles with their weight maps."""
+    if not items:
+        raise ValueError("val_dataset needs at least one image")
+    images, labels, weights = val_tiles(items, tile_size, depth, padding, ignore_index)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels, weights))
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options(True))
+
+
+def _options(deterministic: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    # Shards are made explicitly (train_dataset's num_shards), not by tf.distribute.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return options

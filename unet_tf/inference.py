@@ -1,0 +1,275 @@
+"""Overlap-tile prediction of images of any size, for Keras, SavedModel and TFLite models.
+
+``predict_tiled`` is the paper's overlap-tile strategy as a plain function:
+
+- valid padding: each input tile carries the context the network consumes,
+  so output tiles cover the image exactly; beyond the image border the input
+  is mirror extrapolated. Tile offsets stay on multiples of ``2**depth``, so
+  every tile sees the pooling grid of one full pass, and the result equals a
+  full-image pass (up to float rounding).
+- same padding: tiles overlap and are blended with a Gaussian weight, so the
+  zero-padded tile borders, which see less context, count little: no seams.
+
+Only one batch of tiles is in flight at a time; memory grows with the image
+only through the (H, W, classes) result.
+"""
+from __future__ import annotations
+
+import json
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import sizes
+from .tiling import strided_grid, window
+
+__all__ = ["Runtime", "KerasRuntime", "load_runtime", "predict_tiled", "predict_image",
+           "prepare_image", "to_labels", "default_tile_size"]
+
+
+@dataclass
+class Runtime:
+    """A model behind a uniform call: float32 ``(N, h, w, C)`` in, probabilities out.
+
+    Attributes:
+        predict: the batch function.
+        depth, padding: the U-Net geometry (for valid sizes and margins).
+        num_classes: output channels (1: binary sigmoid).
+        in_channels: input channels.
+        input_scale: factor from raw pixel values to the model's input.
+        fixed_shape: ``(h, w)`` for runtimes with a fixed input shape (TFLite).
+        max_batch: largest batch the runtime takes (TFLite: its batch size).
+    """
+    predict: Callable[[np.ndarray], np.ndarray]
+    depth: int
+    padding: str
+    num_classes: int
+    in_channels: int
+    input_scale: float = 1.0 / 255.0
+    fixed_shape: tuple[int, int] | None = None
+    max_batch: int | None = None
+    name: str = "keras"
+
+    def output_size(self, size: int) -> int:
+        return sizes.output_size(size, self.depth, self.padding)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.predict(batch)
+
+
+_KERAS_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def KerasRuntime(model, input_scale: float | None = None) -> Runtime:  # noqa: N802 - reads as a class
+    """Wrap a Keras U-Net: one compiled inference function, logits turned into probabilities."""
+    channels = int(model.in_channels or 1)
+    if model not in _KERAS_FUNCTIONS:  # trace once per model, not once per call
+        _KERAS_FUNCTIONS[model] = _keras_function(model, channels)
+    run = _KERAS_FUNCTIONS[model]
+    import tensorflow as tf
+    return Runtime(predict=lambda batch: run(tf.constant(batch, tf.float32)).numpy(),
+                   depth=int(model.depth), padding=model.padding, num_classes=int(model.num_classes),
+                   in_channels=channels,
+                   input_scale=1.0 / 255.0 if input_scale is None else float(input_scale))
+
+
+def _keras_function(model, channels: int):
+    import tensorflow as tf
+
+    logits = bool(getattr(model, "logits", False))
+    num_classes = int(model.num_classes)
+
+    # One trace for every tile shape and batch size.
+    @tf.function(input_signature=[tf.TensorSpec((None, None, None, channels), tf.float32)])
+    def run(x):
+        y = tf.cast(model(x, training=False), tf.float32)
+        if logits:
+            y = tf.sigmoid(y) if num_classes == 1 else tf.nn.softmax(y, axis=-1)
+        return y
+
+    return run
+
+
+def _sidecar(path: Path) -> dict:
+    """Preprocessing facts saved next to a model: ``dataset.json`` of a run folder, if any."""
+    for candidate in (path.parent / "dataset.json", path.with_suffix(".json")):
+        if candidate.is_file() and candidate != path:
+            return json.loads(candidate.read_text())
+    return {}
+
+
+def load_runtime(model, *, input_scale: float | None = None, num_threads: int | None = None) -> Runtime:
+    """A :class:`Runtime` for a Keras model, a ``.keras`` file, a SavedModel folder or a ``.tflite`` file."""
+    if isinstance(model, Runtime):
+        return model
+    if not isinstance(model, (str, Path)):
+        return KerasRuntime(model, input_scale)
+    path = Path(model)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file or folder")
+    if path.suffix == ".keras":
+        import keras
+        import unet_tf.model  # noqa: F401 - registers the custom classes
+        keras_model = keras.models.load_model(path, compile=False)
+        scale = input_scale if input_scale is not None else _sidecar(path).get("input_scale")
+        return KerasRuntime(keras_model, scale)
+    if path.suffix == ".tflite":
+        from .export import tflite_runtime
+        return tflite_runtime(path, num_threads=num_threads, input_scale=input_scale)
+    if path.is_dir():
+        from .export import saved_model_runtime
+        return saved_model_runtime(path, input_scale=input_scale)
+    raise ValueError(f"{path}: not a model; expected a .keras file, a SavedModel folder or a .tflite file")
+
+
+def default_tile_size(runtime: Runtime, height: int, width: int, target: int = 512) -> tuple[int, int]:
+    """Input tile (h, w): the fixed shape, else about ``target`` pixels, no larger than needed."""
+    if runtime.fixed_shape is not None:
+        return runtime.fixed_shape
+    tile = sizes.nearest_valid_input_sizes(target, runtime.depth, runtime.padding)[1]
+    if runtime.padding == "same":  # shrink to the image where it is smaller
+        return (min(tile, sizes.input_size_for_output(height, runtime.depth, "same")),
+                min(tile, sizes.input_size_for_output(width, runtime.depth, "same")))
+    return tile, tile
+
+
+def _blend_window(out_h: int, out_w: int, padding: str) -> np.ndarray:
+    if padding == "valid":  # exact tiles: no blending needed
+        return np.ones((out_h, out_w), np.float32)
+    # Gaussian centred on the tile; the floor keeps every pixel covered.
+    def axis(n):
+        x = np.arange(n, dtype=np.float32) - (n - 1) / 2
+        return np.exp(-0.5 * (x / (n / 8)) ** 2) + 1e-4
+    return np.outer(axis(out_h), axis(out_w)).astype(np.float32)
+
+
+def predict_tiled(model, image: np.ndarray, *, tile_size: int | tuple[int, int] | None = None,
+                  overlap: int | None = None, batch_size: int = 4, tta: bool | str = False,
+                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Probabilities for a whole image, predicted tile by tile.
+
+    Args:
+        model: a Keras U-Net, a model path, or a :class:`Runtime`.
+        image: the model's input, already normalised: ``(H, W)`` or ``(H, W, C)``, any H and W.
+        tile_size: input tile size (int or (h, w)); must be a valid input size.
+            Default: about 512, or the runtime's fixed shape.
+        overlap: same padding only: overlap between tiles (default a quarter of
+            the tile). Strides are rounded to multiples of ``2**depth``.
+        batch_size: tiles per model call.
+        tta: test-time augmentation: ``True`` or ``"flips"`` averages the four
+            flips; ``"d4"`` adds the 90-degree rotations (8 in all).
+        progress: called as ``progress(done_tiles, total_tiles)``.
+
+    Returns:
+        float32 ``(H, W, num_classes)`` probabilities.
+    """
+    runtime = load_runtime(model)
+    image = np.asarray(image, np.float32)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] != runtime.in_channels:
+        raise ValueError(f"image has {image.shape[-1]} channels, the model expects "
+                         f"{runtime.in_channels}; see unet_tf.inference.prepare_image")
+    if tta:
+        return _predict_tta(runtime, image, tta, tile_size=tile_size, overlap=overlap,
+                            batch_size=batch_size)
+    return _predict_once(runtime, image, tile_size, overlap, batch_size, progress)
+
+
+def _tta_transforms(mode):
+    flips = [(False, False), (True, False), (False, True), (True, True)]
+    rots = [0, 1] if mode == "d4" else [0]
+    return [(fv, fh, k) for k in rots for fv, fh in flips]
+
+
+def _predict_tta(runtime, image, mode, **kwargs):
+    total = None
+    transforms = _tta_transforms(mode)
+    for flip_v, flip_h, k in transforms:
+        x = image[::-1] if flip_v else image
+        x = x[:, ::-1] if flip_h else x
+        x = np.rot90(x, k)
+        y = np.rot90(_predict_once(runtime, np.ascontiguousarray(x), **kwargs, progress=None), -k)
+        y = y[:, ::-1] if flip_h else y
+        y = y[::-1] if flip_v else y
+        total = y if total is None else total + y
+    return (total / len(transforms)).astype(np.float32)
+
+
+def _predict_once(runtime: Runtime, image, tile_size, overlap, batch_size, progress):
+    height, width = image.shape[:2]
+    if tile_size is None:
+        tile_h, tile_w = default_tile_size(runtime, height, width)
+    else:
+        tile_h, tile_w = (tile_size, tile_size) if np.isscalar(tile_size) else tuple(tile_size)
+    for t in (tile_h, tile_w):
+        sizes.check_input_size(int(t), runtime.depth, runtime.padding)
+    out_h, out_w = runtime.output_size(tile_h), runtime.output_size(tile_w)
+    margin_h, margin_w = (tile_h - out_h) // 2, (tile_w - out_w) // 2
+    step = 2 ** runtime.depth
+    stride_h, stride_w = (_stride(out_h, step, overlap, runtime.padding),
+                          _stride(out_w, step, overlap, runtime.padding))
+    offsets = [(top, left) for top in strided_grid(height, out_h, stride_h)
+               for left in strided_grid(width, out_w, stride_w)]
+    blend = _blend_window(out_h, out_w, runtime.padding)
+    acc = np.zeros((height, width, runtime.num_classes), np.float32)
+    weights = np.zeros((height, width), np.float32)
+    limit = runtime.max_batch or batch_size
+    batch_size = max(1, min(batch_size, limit))
+    for start in range(0, len(offsets), batch_size):
+        chunk = offsets[start:start + batch_size]
+        batch = np.stack([window(image, top - margin_h, left - margin_w, tile_h, tile_w, "mirror")
+                          for top, left in chunk])
+        result = runtime(batch)
+        for (top, left), tile in zip(chunk, result):
+            h, w = min(out_h, height - top), min(out_w, width - left)
+            acc[top:top + h, left:left + w] += tile[:h, :w] * blend[:h, :w, None]
+            weights[top:top + h, left:left + w] += blend[:h, :w]
+        if progress is not None:
+            progress(min(start + batch_size, len(offsets)), len(offsets))
+    return acc / weights[..., None]
+
+
+def _stride(out: int, step: int, overlap: int | None, padding: str) -> int:
+    if padding == "valid":
+        stride = out  # no overlap needed, only alignment to the pooling grid
+    else:
+        stride = out - (out // 4 if overlap is None else int(overlap))
+    return max(step, stride - stride % step)
+
+
+def to_labels(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Class indices (H, W) uint8/uint16 from probabilities (H, W, K)."""
+    if probabilities.shape[-1] == 1:
+        return (probabilities[..., 0] >= threshold).astype(np.uint8)
+    labels = probabilities.argmax(-1)
+    return labels.astype(np.uint8 if probabilities.shape[-1] <= 256 else np.uint16)
+
+
+def prepare_image(raw: np.ndarray, in_channels: int, input_scale: float) -> np.ndarray:
+    """Raw pixels (H, W[, C]) to the model's input: channel count matched, scaled to float32."""
+    import cv2
+
+    image = np.asarray(raw)
+    if image.ndim == 2:
+        image = image[..., None]
+    channels = image.shape[-1]
+    if channels != in_channels:
+        if channels == 1:
+            image = np.repeat(image, in_channels, axis=-1)
+        elif in_channels == 1 and channels in (3, 4):
+            image = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY)[..., None]
+        elif channels == 4 and in_channels == 3:
+            image = image[..., :3]
+        else:
+            raise ValueError(f"image has {channels} channels and the model expects {in_channels}")
+    return image.astype(np.float32) * np.float32(input_scale)
+
+
+def predict_image(model, raw: np.ndarray, **kwargs) -> np.ndarray:
+    """Probabilities (H, W, K) for raw pixels: normalised with the runtime's ``input_scale``."""
+    runtime = load_runtime(model)
+    return predict_tiled(runtime, prepare_image(raw, runtime.in_channels, runtime.input_scale), **kwargs)
