@@ -63,7 +63,8 @@ class UNet(keras.Model):
         self.logits = bool(logits)
         self.in_channels = None if in_channels is None else int(in_channels)
 
-        common = dict(padding=padding, batch_norm=batch_norm, activation=activation)
+        common = dict(padding=padding, batch_norm=batch_norm, activation=activation,
+                      dtype=self.dtype_policy)
         filters = [self.base_filters * 2**level for level in range(self.depth + 1)]
         self.encoders = [EncoderBlock(filters[level], name=f"encoder_{level}", **common)
                          for level in range(self.depth)]
@@ -72,7 +73,7 @@ class UNet(keras.Model):
         self.decoders = [DecoderBlock(filters[level], upsampling=upsampling,
                                       name=f"decoder_{level}", **common)
                          for level in reversed(range(self.depth))]
-        self.head = layers.Conv2D(self.num_classes, 1, name="head")
+        self.head = layers.Conv2D(self.num_classes, 1, name="head", dtype=self.dtype_policy)
         # The head's activation runs in float32 so mixed precision stays stable.
         self.head_activation = layers.Activation(self.output_activation, dtype="float32",
                                                  name="probabilities")
@@ -140,7 +141,8 @@ class UNet(keras.Model):
     def get_config(self):
         # Plain constructor arguments only: a Model's base config carries
         # functional-API fields that a subclassed model must not receive.
-        return dict(name=self.name, num_classes=self.num_classes, depth=self.depth,
+        return dict(name=self.name, dtype=keras.dtype_policies.serialize(self.dtype_policy),
+                    num_classes=self.num_classes, depth=self.depth,
                     base_filters=self.base_filters, padding=self.padding,
                     batch_norm=self.batch_norm, dropout=self.dropout,
                     upsampling=self.upsampling, activation=self.activation,
@@ -149,3 +151,39 @@ class UNet(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    def _multi_worker(self) -> bool:
+        import tensorflow as tf
+        return isinstance(getattr(self, "_distribute_strategy", None),
+                          tf.distribute.MultiWorkerMirroredStrategy)
+
+    def _as_vectors(self, logs):
+        """Keras 3 reduces each log across workers with ``axis=0``, which fails for
+        scalars under ``MultiWorkerMirroredStrategy``; give it length-1 vectors."""
+        if not self._multi_worker():
+            return logs
+        from keras import ops
+        return {key: ops.reshape(value, (1,)) for key, value in logs.items()}
+
+    def train_step(self, data):
+        return self._as_vectors(super().train_step(data))
+
+    def test_step(self, data):
+        return self._as_vectors(super().test_step(data))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras 3 builds its training state from a batch it first reduces with
+        ``strategy.reduce``, which fails under ``MultiWorkerMirroredStrategy``
+        (keras-team/keras#20585). Build from this worker's local batch instead."""
+        import tensorflow as tf
+
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            batch = next(batches)
+            break
+        local = tf.nest.map_structure(
+            lambda v: v.values[0] if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+        with strategy.scope():
+            self._symbolic_build(data_batch=local)

@@ -1,0 +1,111 @@
+"""The command line on real files: check-data, predict, evaluate."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from unet_tf import datasets
+from unet_tf.cli import main
+from unet_tf.predict import object_counts
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "data"
+    datasets.write_dataset(root, n=4, size=64, seed=4)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory, trained_binary_model):
+    model, _, _ = trained_binary_model
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    model.save(path)
+    return path
+
+
+def test_check_data_prints_a_summary(cells):
+    result = CliRunner().invoke(main, ["check-data", str(cells)])
+    assert result.exit_code == 0, result.output
+    assert "binary" in result.output and "train" in result.output
+
+
+def test_check_data_lists_every_problem_and_exits_1(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((8, 8), np.uint8))
+    cv2.imwrite(str(tmp_path / "images" / "b.png"), np.zeros((8, 8), np.uint8))
+    cv2.imwrite(str(tmp_path / "masks" / "b.png"), np.zeros((9, 8), np.uint8))
+    cv2.imwrite(str(tmp_path / "masks" / "c.png"), np.zeros((8, 8), np.uint8))
+    result = CliRunner().invoke(main, ["check-data", str(tmp_path)])
+    assert result.exit_code == 1
+    for name in ("a.png", "b.png", "c.png"):
+        assert name in result.output
+
+
+def test_predict_writes_masks_and_overlays(cells, model_path, tmp_path):
+    out = tmp_path / "pred"
+    images = cells / "val" / "images"
+    result = CliRunner().invoke(main, ["predict", str(model_path), str(images), "--out", str(out),
+                                       "--probabilities", "--tile-size", "32"])
+    assert result.exit_code == 0, result.output
+    for image in images.iterdir():
+        mask = cv2.imread(str(out / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}
+        assert cv2.imread(str(out / f"{image.stem}_overlay.png")).shape == (64, 64, 3)
+        probs = np.load(out / f"{image.stem}_prob.npy")
+        assert probs.shape == (64, 64, 1)
+        np.testing.assert_array_equal(mask == 255, probs[..., 0] >= 0.5)
+
+
+def test_predict_reports_bad_inputs(model_path, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    result = CliRunner().invoke(main, ["predict", str(model_path), str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "broken.png" in result.output
+    result = CliRunner().invoke(main, ["predict", str(model_path), str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "nope" in result.output
+
+
+def test_evaluate_matches_a_numpy_reference(cells, model_path, tmp_path):
+    pred_dir = tmp_path / "pred"
+    CliRunner().invoke(main, ["predict", str(model_path), str(cells / "val" / "images"),
+                              "--out", str(pred_dir), "--tile-size", "32", "--no-overlays"])
+    report = tmp_path / "eval.json"
+    result = CliRunner().invoke(main, ["evaluate", str(model_path), str(cells), "--split", "val",
+                                       "--out", str(report), "--tile-size", "32"])
+    assert result.exit_code == 0, result.output
+    got = json.loads(report.read_text())
+    tp = fp = fn = tn = 0
+    for mask_file in (cells / "val" / "masks").iterdir():
+        truth = cv2.imread(str(mask_file), cv2.IMREAD_UNCHANGED) > 0
+        pred = cv2.imread(str(pred_dir / mask_file.name), cv2.IMREAD_UNCHANGED) > 0
+        tp += (truth & pred).sum()
+        fp += (~truth & pred).sum()
+        fn += (truth & ~pred).sum()
+        tn += (~truth & ~pred).sum()
+    assert got["dice"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert got["iou_per_class"][1] == pytest.approx(tp / (tp + fp + fn))
+    assert got["pixel_accuracy"] == pytest.approx((tp + tn) / (tp + tn + fp + fn))
+    assert got["objects"]["true_objects"] > 0
+    assert "objects (IoU 0.5)" in result.output
+
+
+def test_object_counts_on_a_small_case():
+    truth = np.zeros((10, 30), int)
+    truth[1:5, 1:5] = 1      # matched
+    truth[1:5, 7:9] = 2      # merged with 3
+    truth[1:5, 9:11] = 3
+    truth[6:10, 1:11] = 4    # split in two
+    truth[6:9, 20:23] = 5    # missed
+    pred = np.zeros_like(truth)
+    pred[1:5, 1:5] = 1
+    pred[1:5, 6:12] = 2
+    pred[6:10, 1:5] = 3
+    pred[6:10, 6:10] = 4
+    pred[1:3, 25:28] = 5     # false positive
+    counts = object_counts(truth, pred)
+    assert counts == dict(true_objects=5, predicted_objects=5, matched=1, merged=2, split=1,
+                          missed=1, false_positives=1)

@@ -1,0 +1,201 @@
+"""The ``unet-tf`` command line: train, predict, evaluate, export, check-data.
+
+Every command is a thin layer over a library function; errors in the user's
+input (options, files, data) print one clear message and exit with status 1
+(click's usage errors exit with 2).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .config import PRESETS, TrainConfig, load_config_file
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def _user_errors(func):
+    """Turn the library's input errors into a message and exit status 1."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from .io import DatasetError
+        try:
+            return func(*args, **kwargs)
+        except DatasetError as err:
+            _fail(str(err))
+        except (ValueError, FileExistsError, FileNotFoundError) as err:
+            _fail(str(err))
+        except RuntimeError as err:
+            if type(err).__name__ in ("TrainingDiverged", "ExportError"):
+                _fail(str(err))
+            raise
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="unet-tf")
+def main():
+    """U-Net segmentation: train, predict, evaluate, export (TF Serving, LiteRT)."""
+
+
+# --------------------------------------------------------------------------- train
+def _click_type(f: dataclasses.Field):
+    """click type of a TrainConfig field, from its annotation ("int | None" -> int)."""
+    if f.metadata.get("choices"):
+        return click.Choice(f.metadata["choices"])
+    name = str(f.type).replace("| None", "").strip()
+    return {"int": int, "float": float, "str": str, "bool": bool}[name]
+
+
+def _train_options(func):
+    """One ``--option`` per TrainConfig field, in the dataclass's order."""
+    for f in reversed(dataclasses.fields(TrainConfig)):
+        name = f.name.replace("_", "-")
+        kind = _click_type(f)
+        help_text = f.metadata.get("help", "")
+        if kind is bool:
+            option = click.option(f"--{name}/--no-{name}", f.name, default=f.default,
+                                  show_default=True, help=help_text)
+        else:
+            option = click.option(f"--{name}", f.name, type=kind, default=f.default,
+                                  show_default=f.default is not None, help=help_text)
+        func = option(func)
+    return func
+
+
+def resolve_train_config(ctx: click.Context, preset: str | None, config_file: str | None,
+                         values: dict) -> TrainConfig:
+    """Defaults < preset < config file < options given on the command line."""
+    resolved = {}
+    if preset:
+        resolved.update(PRESETS[preset])
+    if config_file:
+        resolved.update(load_config_file(config_file))
+    for key, value in values.items():
+        if ctx.get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE:
+            resolved[key] = value
+    return TrainConfig.from_dict(resolved)
+
+
+@main.command("train", context_settings={"show_default": True})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="YAML or JSON file of options (keys as below, '-' or '_'); command-line options win.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
+              help="paper: the 2015 paper's configuration; small: the quick demo model.")
+@_train_options
+@click.pass_context
+@_user_errors
+def train_command(ctx, config_file, preset, **values):
+    """Train a U-Net; with no options, a small one on the built-in synthetic cells."""
+    config = resolve_train_config(ctx, preset, config_file, values)
+    from .training import train
+    result = train(config)
+    if result.report:
+        report = result.report
+        click.echo(f"\nRun folder: {result.out}")
+        click.echo(f"Validation dice {report['dice']:.4f}, mean IoU {report['mean_iou']:.4f}, "
+                   f"pixel accuracy {report['pixel_accuracy']:.4f} "
+                   f"({report['images']} {report['split']} images, best epoch {report.get('best_epoch')})")
+
+
+# --------------------------------------------------------------------------- data
+@main.command("check-data")
+@click.argument("data", type=click.Path())
+@click.option("--num-classes", type=int, default=None, help="Classes in the masks (default: inferred).")
+@click.option("--ignore-index", type=int, default=255, show_default=True, help="Label value of void pixels.")
+def check_data_command(data, num_classes, ignore_index):
+    """Validate a dataset folder: print a summary, or every problem found (exit 1)."""
+    from .io import check_dataset, format_report
+    report = check_dataset(data, num_classes=num_classes, ignore_index=ignore_index)
+    click.echo(format_report(report))
+    sys.exit(0 if report.ok else 1)
+
+
+# --------------------------------------------------------------------------- export
+def _parse_size(ctx, param, values):
+    parsed = []
+    for value in values:
+        try:
+            h, _, w = value.lower().partition("x")
+            parsed.append((int(h), int(w or h)))
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: write sizes as HxW, for example 256x256")
+    return parsed
+
+
+@main.command("export", context_settings={"show_default": True})
+@click.argument("model", type=click.Path())
+@click.option("--out", default="exports", help="Output folder (TF Serving layout OUT/<name>/<version>).")
+@click.option("--name", default="unet", help="Model name for TF Serving.")
+@click.option("--version", type=int, default=None, help="Version (default: the next free number).")
+@click.option("--force", is_flag=True, help="Replace an existing version.")
+@click.option("--tflite-size", "tflite_sizes", multiple=True, callback=_parse_size, default=["256x256"],
+              help="Fixed TFLite input shape HxW; repeat for several.")
+@click.option("--tflite-variant", "tflite_variants", multiple=True,
+              type=click.Choice(["float32", "float16", "dynamic_int8", "int8"]),
+              default=["float32", "float16", "dynamic_int8", "int8"], help="TFLite variants; repeatable.")
+@click.option("--no-tflite", is_flag=True, help="Only the SavedModel.")
+@click.option("--data", default=None, help="Dataset for int8 calibration (default: the run's dataset).")
+@_user_errors
+def export_command(model, out, name, version, force, tflite_sizes, tflite_variants, no_tflite, data):
+    """Export MODEL (a .keras file or a run folder) to a SavedModel and TFLite files, verified."""
+    from .export import ExportOptions, export_model
+    options = ExportOptions(name=name, version=version, force=force,
+                            tflite_sizes=[] if no_tflite else list(tflite_sizes),
+                            tflite_variants=() if no_tflite else tuple(tflite_variants))
+    export_model(model, out, data=data, options=options, log=click.echo)
+    click.echo(f"Report: {Path(out) / 'export_report.json'}")
+
+
+# --------------------------------------------------------------------------- predict / evaluate
+@main.command("predict", context_settings={"show_default": True})
+@click.argument("model", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", default="predictions", help="Output folder.")
+@click.option("--tile-size", type=int, default=None, help="Input tile size (default: about 512, or the TFLite shape).")
+@click.option("--batch-size", type=int, default=4, help="Tiles per model call.")
+@click.option("--threshold", type=float, default=0.5, help="Probability threshold of binary models.")
+@click.option("--tta/--no-tta", default=False, help="Average predictions over flips.")
+@click.option("--probabilities/--no-probabilities", default=False, help="Also write probability maps (.npy).")
+@click.option("--overlays/--no-overlays", default=True, help="Also write overlays (png).")
+@_user_errors
+def predict_command(model, inputs, out, tile_size, batch_size, threshold, tta, probabilities, overlays):
+    """Segment images (files or folders) with MODEL: .keras, a run folder, a SavedModel or .tflite."""
+    from .predict import predict_files
+    written = predict_files(model, inputs, out, tile_size=tile_size, batch_size=batch_size,
+                            threshold=threshold, tta=tta, probabilities=probabilities,
+                            overlays=overlays, progress=True)
+    click.echo(f"Wrote {len(written)} masks to {out}")
+
+
+@main.command("evaluate", context_settings={"show_default": True})
+@click.argument("model", type=click.Path())
+@click.argument("data", type=click.Path())
+@click.option("--split", type=click.Choice(["val", "test", "train", "all"]), default=None,
+              help="Which images (default: test if present, else val, else all).")
+@click.option("--out", default=None, help="JSON report path (default: MODEL's folder/evaluation.json).")
+@click.option("--tile-size", type=int, default=None, help="Input tile size.")
+@click.option("--threshold", type=float, default=0.5, help="Probability threshold of binary models.")
+@click.option("--tta/--no-tta", default=False, help="Average predictions over flips.")
+@_user_errors
+def evaluate_command(model, data, split, out, tile_size, threshold, tta):
+    """Score MODEL on the labelled images of DATA: dice, IoU, accuracy, object counts."""
+    from .predict import evaluate_folder, format_evaluation
+    result = evaluate_folder(model, data, split=split, out=out, tile_size=tile_size,
+                             threshold=threshold, tta=tta)
+    click.echo(format_evaluation(result))
+    click.echo(f"Report: {result['report_path']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,237 @@
+"""Files in, files out: ``unet-tf predict`` and ``unet-tf evaluate`` as library functions.
+
+``predict_files`` writes, per input image, ``<stem>.png`` (the label mask:
+0/255 for binary models, class indices otherwise), ``<stem>_overlay.png``, and
+with ``probabilities=True`` ``<stem>_prob.npy`` (float32, H x W x classes).
+
+``evaluate_folder`` scores a model on a labelled dataset folder: per-class
+dice and IoU, pixel accuracy, and for binary (instance-style) data the object
+counts at IoU 0.5: matched, split, merged, missed, plus false positives.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import io, plots
+from .inference import load_runtime, predict_tiled, prepare_image, to_labels
+
+__all__ = ["resolve_model", "collect_images", "predict_files", "object_counts", "evaluate_folder",
+           "format_evaluation"]
+
+
+def resolve_model(model) -> object:
+    """A run folder means its ``best.keras``; anything else goes to ``load_runtime`` as is."""
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if path.is_dir() and (path / "best.keras").is_file():
+            return path / "best.keras"
+    return model
+
+
+def collect_images(inputs) -> list[Path]:
+    """Image files from files and folders (folders: their image files, sorted, not recursive)."""
+    files = []
+    for entry in inputs:
+        path = Path(entry)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in io.IMAGE_EXTENSIONS)
+            if not found:
+                raise FileNotFoundError(f"{path}: no image files ({', '.join(io.IMAGE_EXTENSIONS)})")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return files
+
+
+def _unique_stems(files: list[Path]) -> list[str]:
+    seen: dict[str, int] = {}
+    stems = []
+    for f in files:
+        n = seen.get(f.stem, 0)
+        seen[f.stem] = n + 1
+        stems.append(f.stem if n == 0 else f"{f.stem}_{n}")
+    return stems
+
+
+def _mask_image(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return (labels * 255).astype(np.uint8) if num_classes == 1 else labels
+
+
+def predict_files(model, inputs, out, *, tile_size=None, batch_size=4, threshold=0.5, tta=False,
+                  probabilities=False, overlays=True, progress=False) -> list[Path]:
+    """Segment image files and write masks (and overlays, probabilities) into ``out``.
+
+    Returns the mask paths. Unreadable files are reported together at the end
+    (``unet_tf.io.DatasetError``), after every readable one is written.
+    """
+    runtime = load_runtime(resolve_model(model))
+    files = collect_images(inputs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    colors = plots.class_colors(max(2, runtime.num_classes))
+    written, problems = [], []
+
+    def run(items):
+        for path, stem in items:
+            try:
+                raw = io.read_image(path)
+            except io.DatasetError as err:
+                problems.append(str(err))
+                continue
+            probs = predict_tiled(runtime, prepare_image(raw, runtime.in_channels, runtime.input_scale),
+                                  tile_size=tile_size, batch_size=batch_size, tta=tta)
+            labels = to_labels(probs, threshold)
+            mask_path = out / f"{stem}.png"
+            plots.write_png(mask_path, _mask_image(labels, runtime.num_classes))
+            if overlays:
+                plots.write_png(out / f"{stem}_overlay.png", plots.overlay(raw, labels, colors))
+            if probabilities:
+                tmp = out / f".{stem}_prob.npy.tmp"
+                with open(tmp, "wb") as f:
+                    np.save(f, probs)
+                os.replace(tmp, out / f"{stem}_prob.npy")
+            written.append(mask_path)
+
+    items = list(zip(files, _unique_stems(files)))
+    if progress:
+        import click
+        with click.progressbar(items, label="Predicting", file=sys.stderr,
+                               item_show_func=lambda x: x[0].name if x else "") as bar:
+            run(bar)
+    else:
+        run(items)
+    if problems:
+        raise io.DatasetError(problems)
+    return written
+
+
+# --------------------------------------------------------------------------- objects
+def _components(mask: np.ndarray) -> np.ndarray:
+    return cv2.connectedComponents(mask.astype(np.uint8), connectivity=4)[1].astype(np.int64)
+
+
+def object_counts(truth: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) -> dict:
+    """Object-level counts between two instance maps (0 = background).
+
+    Every true object is exactly one of: ``matched`` (a predicted object has
+    IoU >= the threshold with it), ``merged`` (a predicted object covers most
+    of it and most of another true object), ``split`` (two or more predicted
+    objects lie mostly inside it), or ``missed``. ``false_positives`` counts
+    predicted objects lying mostly on background.
+    """
+    truth = truth.astype(np.int64)
+    pred = pred.astype(np.int64)
+    nt, np_ = int(truth.max()) + 1, int(pred.max()) + 1
+    overlap = np.bincount((truth * np_ + pred).ravel(), minlength=nt * np_).reshape(nt, np_)
+    t_area, p_area = overlap.sum(1), overlap.sum(0)
+    inter = overlap[1:, 1:].astype(np.float64)
+    union = t_area[1:, None] + p_area[None, 1:] - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    covers = inter > 0.5 * t_area[1:, None]           # pred j holds most of true i
+    inside = inter > 0.5 * p_area[None, 1:]           # pred j lies mostly in true i
+    counts = dict(true_objects=nt - 1, predicted_objects=np_ - 1, matched=0, merged=0, split=0, missed=0)
+    for i in range(nt - 1):
+        if iou.shape[1] and iou[i].max() >= iou_threshold:
+            counts["matched"] += 1
+        elif any(covers[i, j] and covers[:, j].sum() >= 2 for j in range(np_ - 1)):
+            counts["merged"] += 1
+        elif inside[i].sum() >= 2:
+            counts["split"] += 1
+        else:
+            counts["missed"] += 1
+    counts["false_positives"] = int((overlap[0, 1:] > 0.5 * p_area[1:]).sum())
+    return counts
+
+
+# --------------------------------------------------------------------------- evaluate
+def _pick_split(splits: dict, split: str | None) -> tuple[str, list]:
+    if split == "all":
+        return "all", [s for group in splits.values() for s in group if s.mask_path is not None]
+    order = [split] if split else ["test", "val", "all", "train"]
+    for name in order:
+        samples = [s for s in splits.get(name, []) if s.mask_path is not None]
+        if samples:
+            return name, samples
+    raise io.DatasetError(f"no labelled images in split {split or 'test/val/all'}; "
+                          f"available: {sorted(splits)}")
+
+
+def evaluate_folder(model, data, *, split=None, out=None, tile_size=None, threshold=0.5,
+                    tta=False) -> dict:
+    """Score a model on a labelled dataset folder; writes and returns the JSON report."""
+    model = resolve_model(model)
+    runtime = load_runtime(model)
+    splits, spec = io.load_dataset(data, num_classes=runtime.num_classes if runtime.num_classes > 1 else None)
+    split_name, samples = _pick_split(splits, split)
+    k = max(2, runtime.num_classes)
+    tp, pred_n, true_n = np.zeros(k), np.zeros(k), np.zeros(k)
+    objects = None
+    per_image = []
+    for sample in samples:
+        raw, truth = io.load_sample(sample, spec)
+        probs = predict_tiled(runtime, prepare_image(raw, runtime.in_channels, runtime.input_scale),
+                              tile_size=tile_size, tta=tta)
+        pred = to_labels(probs, threshold).astype(np.int64)
+        valid = truth != spec.ignore_index
+        t, p = truth[valid].astype(np.int64), pred[valid]
+        if t.size and t.max() >= k:
+            raise io.DatasetError(f"{sample.mask_path}: label {int(t.max())} but the model has {k} classes")
+        img_tp = np.bincount(t[t == p], minlength=k)[:k]
+        tp += img_tp
+        pred_n += np.bincount(p, minlength=k)[:k]
+        true_n += np.bincount(t, minlength=k)[:k]
+        entry = {"name": sample.name, "pixel_accuracy": float(img_tp.sum() / max(t.size, 1))}
+        if runtime.num_classes == 1:
+            true_inst = (io.read_instances(sample.instance_path, sample.page)
+                         if sample.instance_path else _components((truth == 1) & valid))
+            counts = object_counts(true_inst, _components((pred == 1) & valid))
+            entry["objects"] = counts
+            objects = counts if objects is None else {key: objects[key] + counts[key] for key in counts}
+        per_image.append(entry)
+    dice = np.where(pred_n + true_n > 0, 2 * tp / np.maximum(pred_n + true_n, 1), np.nan)
+    union = pred_n + true_n - tp
+    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    fg = slice(1, None) if runtime.num_classes == 1 else slice(None)
+    result = {
+        "model": str(model), "data": str(data), "split": split_name, "images": len(samples),
+        "class_names": spec.class_names,
+        "dice_per_class": [None if np.isnan(v) else float(v) for v in dice],
+        "iou_per_class": [None if np.isnan(v) else float(v) for v in iou],
+        "dice": float(np.nanmean(dice[fg])) if np.isfinite(dice[fg]).any() else None,
+        "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else None,
+        "pixel_accuracy": float(tp.sum() / max(true_n.sum(), 1)),
+        "objects": objects, "per_image": per_image,
+    }
+    report_path = Path(out) if out else (Path(model).parent if isinstance(model, (str, Path))
+                                         else Path(".")) / "evaluation.json"
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = report_path.with_name(f".{report_path.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, report_path)
+    result["report_path"] = str(report_path)
+    return result
+
+
+def format_evaluation(result: dict) -> str:
+    """The evaluation as a table: one row per class, then the totals and object counts."""
+    names = result["class_names"] or [str(i) for i in range(len(result["dice_per_class"]))]
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    width = max(len("class"), *(len(n) for n in names))
+    lines = [f"{result['images']} images ({result['split']})", f"{'class'.ljust(width)}  dice    IoU"]
+    for name, d, i in zip(names, result["dice_per_class"], result["iou_per_class"]):
+        lines.append(f"{name.ljust(width)}  {fmt(d)}  {fmt(i)}")
+    lines.append(f"{'mean'.ljust(width)}  {fmt(result['dice'])}  {fmt(result['mean_iou'])}")
+    lines.append(f"pixel accuracy {fmt(result['pixel_accuracy'])}")
+    if result.get("objects"):
+        o = result["objects"]
+        lines.append("objects (IoU 0.5): " + ", ".join(f"{k} {o[k]}" for k in
+                     ("true_objects", "matched", "split", "merged", "missed", "false_positives")))
+    return "\n".join(lines)

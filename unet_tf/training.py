@@ -1,0 +1,397 @@
+"""``train(config)``: the whole training run behind ``python train.py`` and ``unet-tf train``.
+
+The run folder (``config.out``) receives::
+
+    config.json      the resolved configuration (reusable with --config)
+    dataset.json     what prediction and export need: input scale, classes, channels
+    best.keras       the model with the best validation dice (written atomically)
+    last.keras       the model after the last finished epoch (written atomically)
+    history.csv      loss and metrics per epoch
+    logs/            TensorBoard logs
+    report.json      per-class dice and IoU on the validation images (full images, tiled)
+    curves.png       loss and metrics per epoch
+    samples.png      image, ground truth and prediction for a few validation images
+    backup/          while training: the state BackupAndRestore resumes from
+
+For your own ``model.fit``, use the pieces directly: ``unet_tf.data``,
+``unet_tf.losses``, ``unet_tf.metrics`` and ``unet_tf.model.UNet``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import data as data_lib
+from . import losses, metrics, plots, sizes
+from .config import TrainConfig
+from .inference import KerasRuntime, predict_tiled, to_labels
+from .model import UNet
+
+__all__ = ["train", "TrainResult", "TrainingDiverged", "make_strategy", "is_chief",
+           "build_model", "compile_model", "evaluate_items", "atomic_save"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message says where and what to try."""
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    history: dict
+    report: dict
+    best_model: Path
+    last_model: Path
+
+
+# --------------------------------------------------------------------------- setup
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """``auto``: one device, or all local GPUs when there are several; ``mirrored``; ``multiworker``."""
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy multiworker needs the TF_CONFIG environment variable "
+                             "(see README: Multi-worker training)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief() -> bool:
+    """True unless TF_CONFIG names this process a non-chief worker."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    task = tf_config.get("task", {})
+    cluster = tf_config.get("cluster", {})
+    if not task:
+        return True
+    if task.get("type") == "chief":
+        return True
+    return task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in cluster
+
+
+def build_model(config: TrainConfig, num_classes: int, in_channels: int) -> UNet:
+    return UNet(num_classes=num_classes, depth=config.depth, base_filters=config.base_filters,
+                padding=config.padding, batch_norm=config.batch_norm, dropout=config.dropout,
+                upsampling=config.upsampling, in_channels=in_channels)
+
+
+def _optimizer(config: TrainConfig, total_steps: int):
+    lr = config.learning_rate
+    if config.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(total_steps, 1), alpha=0.01)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=config.momentum)
+    return keras.optimizers.Adam(lr)
+
+
+def compile_model(model: UNet, config: TrainConfig, ignore_index: int, total_steps: int = 1000):
+    """Compile with the configured optimizer and loss, and dice / IoU / accuracy metrics."""
+    k = model.num_classes
+    model.compile(
+        optimizer=_optimizer(config, total_steps),
+        loss=losses.get(config.loss, ignore_index=ignore_index),
+        metrics=[metrics.Dice(k, ignore_index=ignore_index), metrics.MeanIoU(k, ignore_index=ignore_index),
+                 metrics.PixelAccuracy(k, ignore_index=ignore_index)],
+        jit_compile=config.jit_compile,
+    )
+    return model
+
+
+# --------------------------------------------------------------------------- files
+def atomic_save(model: keras.Model, path: Path) -> None:
+    """Save a ``.keras`` file next to ``path`` first, then rename: never a half-written model."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+class _AtomicCheckpoint(keras.callbacks.Callback):
+    """Writes ``last.keras`` every epoch and ``best.keras`` on a better validation score."""
+
+    def __init__(self, out: Path, monitor: str, mode: str = "max"):
+        super().__init__()
+        self.out, self.monitor, self.mode = out, monitor, mode
+        self.best = -math.inf if mode == "max" else math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        atomic_save(self.model, self.out / "last.keras")
+        value = logs.get(self.monitor)
+        if value is None or not np.isfinite(value):
+            return
+        better = value > self.best if self.mode == "max" else value < self.best
+        if better or not (self.out / "best.keras").exists():
+            self.best = value
+            atomic_save(self.model, self.out / "best.keras")
+            _write_json(self.out / "best.json", {"epoch": epoch + 1, self.monitor: float(value)})
+
+
+class _StopOnNaN(keras.callbacks.Callback):
+    """Like ``TerminateOnNaN``, but remembers where, so the run can say so."""
+
+    def __init__(self):
+        super().__init__()
+        self.where = None
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            self.where = (self.epoch + 1, batch + 1, float(loss))
+            self.model.stop_training = True
+
+
+def _callbacks(config: TrainConfig, out: Path, chief: bool, resume: bool):
+    backup = out / "backup"
+    cbs = [keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True)]
+    nan_guard = _StopOnNaN()
+    cbs.append(nan_guard)
+    if config.lr_schedule == "plateau":
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                     patience=max(3, config.epochs // 10),
+                                                     min_lr=config.learning_rate / 100))
+    if config.early_stopping > 0:
+        cbs.append(keras.callbacks.EarlyStopping(monitor="val_dice", mode="max",
+                                                 patience=config.early_stopping))
+    if chief:
+        cbs += [_AtomicCheckpoint(out, "val_dice", "max"),
+                keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
+                keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch",
+                                            write_graph=False, profile_batch=0)]
+    return cbs, nan_guard
+
+
+def _prepare_out(config: TrainConfig) -> Path:
+    out = Path(config.out or time.strftime("runs/%Y%m%d-%H%M%S"))
+    if out.exists() and any(out.iterdir()) and not config.resume:
+        raise FileExistsError(f"{out}: run folder exists and is not empty; pass --resume to continue "
+                              "that run, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _dataset_folder(config: TrainConfig, out: Path) -> Path:
+    if config.data:
+        return Path(config.data)
+    from .datasets import write_dataset
+    folder = out / "data"
+    if not folder.exists():
+        write_dataset(folder, n=config.synthetic_images, size=256, seed=config.seed)
+    return folder
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate_items(model, items, num_classes: int, ignore_index: int = 255, tile_size=None,
+                   threshold: float = 0.5, batch_size: int = 4) -> dict:
+    """Per-class dice and IoU, pixel accuracy, over whole images predicted with overlap-tile.
+
+    Counts are summed over all images before the scores are taken.
+    """
+    runtime = KerasRuntime(model) if isinstance(model, keras.Model) else model
+    k = max(2, num_classes)
+    tp, pred_n, true_n = np.zeros(k), np.zeros(k), np.zeros(k)
+    for item in items:
+        probs = predict_tiled(runtime, item.image, tile_size=tile_size, batch_size=batch_size)
+        pred = to_labels(probs, threshold).astype(np.int64)
+        valid = item.label != ignore_index
+        truth, pred = item.label[valid], pred[valid]
+        tp += np.bincount(truth[truth == pred], minlength=k)[:k]
+        pred_n += np.bincount(pred, minlength=k)[:k]
+        true_n += np.bincount(truth, minlength=k)[:k]
+    dice = np.where(pred_n + true_n > 0, 2 * tp / np.maximum(pred_n + true_n, 1), np.nan)
+    union = pred_n + true_n - tp
+    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    foreground = slice(1, None) if num_classes == 1 else slice(None)
+    return {
+        "images": len(items),
+        "pixels": int(true_n.sum()),
+        "dice_per_class": [None if np.isnan(v) else float(v) for v in dice],
+        "iou_per_class": [None if np.isnan(v) else float(v) for v in iou],
+        "dice": float(np.nanmean(dice[foreground])) if np.isfinite(dice[foreground]).any() else None,
+        "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else None,
+        "pixel_accuracy": float(tp.sum() / max(true_n.sum(), 1)),
+    }
+
+
+def _history_from_csv(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    history: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key == "epoch":
+                continue
+            try:
+                history.setdefault(key, []).append(float(value))
+            except (TypeError, ValueError):
+                history.setdefault(key, []).append(float("nan"))
+    return history
+
+
+def _write_figures(out: Path, model, bundle, history: dict, tile_size) -> None:
+    plots.draw_curves(history, out / "curves.png")
+    items = bundle.val[:4] or bundle.train[:4]
+    colors = plots.class_colors(bundle.spec.num_labels, bundle.spec.palette)
+    runtime = KerasRuntime(model)
+    rows = [(it.image, it.label, to_labels(predict_tiled(runtime, it.image, tile_size=tile_size)))
+            for it in items]
+    plots.draw_samples(rows, colors, out / "samples.png", ignore_index=bundle.ignore_index)
+
+
+# --------------------------------------------------------------------------- train
+def _mixed_precision_policy(name: str) -> str:
+    return {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}[name]
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train a U-Net as configured and fill its run folder; returns the history and report.
+
+    Raises:
+        unet_tf.io.DatasetError: the data has problems (each named with its file).
+        ValueError: an option is invalid (the message names it).
+        FileExistsError: the run folder exists and ``resume`` is off.
+        TrainingDiverged: the loss became NaN or infinite.
+    """
+    try:
+        sizes.check_input_size(config.tile_size, config.depth, config.padding)
+    except ValueError as err:
+        raise ValueError(f"--tile-size {config.tile_size}: {err}".replace(
+            " (unet_tf.inference.predict_tiled does this for you)", "")) from None
+    previous_policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(_mixed_precision_policy(config.mixed_precision))
+    try:
+        return _train(config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(config: TrainConfig) -> TrainResult:
+    keras.utils.set_random_seed(config.seed)
+    strategy = make_strategy(config.strategy)
+    chief = is_chief()
+    out = _prepare_out(config) if chief else Path(tempfile.mkdtemp(prefix="unet-tf-worker-"))
+    resume = config.resume and (out / "backup").exists()
+    data_root = _dataset_folder(config, out)
+    bundle = data_lib.load_data(
+        data_root, val_fraction=config.val_fraction, seed=config.seed,
+        num_classes=config.num_classes, ignore_index=config.ignore_index,
+        weight_map=data_lib.WeightMapConfig(enabled=config.weight_map and config.loss != "dice",
+                                            w0=config.w0, sigma=config.sigma,
+                                            recompute=config.recompute_weights))
+    if chief:
+        _write_json(out / "config.json", config.replace(out=str(out), data=str(data_root)).to_dict())
+        _write_json(out / "dataset.json", bundle.describe() | {
+            "depth": config.depth, "padding": config.padding, "tile_size": config.tile_size})
+
+    steps = config.steps_per_epoch or bundle.steps_per_epoch(config.tile_size, config.batch_size,
+                                                             config.depth, config.padding)
+    train_ds = _distributed_train_dataset(strategy, bundle, config)
+    val_items = bundle.val or bundle.train
+    val_ds = data_lib.val_dataset(val_items, tile_size=config.tile_size, batch_size=config.batch_size,
+                                  depth=config.depth, padding=config.padding,
+                                  ignore_index=bundle.ignore_index)
+    with strategy.scope():
+        model = build_model(config, bundle.num_classes, bundle.in_channels)
+        compile_model(model, config, bundle.ignore_index, total_steps=steps * config.epochs)
+    callbacks, nan_guard = _callbacks(config, out, chief, resume)
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps,
+              callbacks=callbacks, verbose=config.verbose, shuffle=False)
+    if nan_guard.where is not None:
+        epoch, batch, value = nan_guard.where
+        raise TrainingDiverged(
+            f"Training stopped: the loss became {value} at epoch {epoch}, batch {batch}. "
+            f"Try a lower --learning-rate (now {config.learning_rate}), check the labels "
+            f"(unet-tf check-data), or turn off --mixed-precision. The last good model is in "
+            f"{out / 'last.keras'} if an epoch finished.")
+    if not chief:
+        shutil.rmtree(out, ignore_errors=True)
+        return TrainResult(out, {}, {}, Path(), Path())
+    return _finish(out, model, bundle, config)
+
+
+def _distributed_train_dataset(strategy, bundle, config: TrainConfig):
+    """One pipeline per worker, each with its own tiles and its share of the global batch."""
+    def make(input_context=None):
+        shards, index, batch = 1, 0, config.batch_size
+        if input_context is not None:
+            shards, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+            batch = input_context.get_per_replica_batch_size(config.batch_size)
+        return data_lib.train_dataset(
+            bundle.train, tile_size=config.tile_size, batch_size=batch, depth=config.depth,
+            padding=config.padding, augment=config.augment_config(), spec=bundle.spec,
+            weight_map=data_lib.WeightMapConfig(enabled=config.weight_map and config.loss != "dice",
+                                                w0=config.w0, sigma=config.sigma,
+                                                recompute=config.recompute_weights),
+            seed=config.seed, num_shards=shards, shard_index=index)
+
+    if strategy.num_replicas_in_sync == 1 and not isinstance(
+            strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return make()
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"--batch-size {config.batch_size} must be a multiple of the "
+                         f"{strategy.num_replicas_in_sync} replicas")
+    return strategy.distribute_datasets_from_function(make)
+
+
+def _finish(out: Path, model, bundle, config: TrainConfig) -> TrainResult:
+    best_path = out / "best.keras"
+    if not best_path.exists():
+        atomic_save(model, best_path)
+    if not (out / "last.keras").exists():
+        atomic_save(model, out / "last.keras")
+    best = keras.models.load_model(best_path, compile=False)
+    items = bundle.val or bundle.train
+    report = evaluate_items(best, items, bundle.num_classes, bundle.ignore_index,
+                            tile_size=_eval_tile(config))
+    report["class_names"] = bundle.spec.class_names
+    report["split"] = "val" if bundle.val else "train"
+    best_info = out / "best.json"
+    if best_info.exists():
+        report["best_epoch"] = json.loads(best_info.read_text()).get("epoch")
+    _write_json(out / "report.json", report)
+    history = _history_from_csv(out / "history.csv")
+    _write_figures(out, best, bundle, history, _eval_tile(config))
+    return TrainResult(out, history, report, best_path, out / "last.keras")
+
+
+def _eval_tile(config: TrainConfig) -> int:
+    """Evaluation tiles: larger than training tiles (less border), still a valid size."""
+    target = max(config.tile_size, 256)
+    return sizes.nearest_valid_input_sizes(target, config.depth, config.padding)[1]
