@@ -277,6 +277,18 @@ def test_helper_thread_errors_are_raised(monkeypatch):
         unet_weight_map(labels)
 
 
+def test_concurrent_calls_from_several_threads():
+    # Data pipelines call this from many threads; scratch buffers are per thread.
+    from concurrent.futures import ThreadPoolExecutor
+
+    maps = [random_cells((150, 170), 20, np.random.default_rng(30 + i)) for i in range(6)]
+    expected = [unet_weight_map(m) for m in maps]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(unet_weight_map, maps * 3))
+    for i, g in enumerate(got):
+        np.testing.assert_allclose(g, expected[i % len(maps)], rtol=0, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------ class weights
 def test_balanced_class_weights_average_to_one_and_invert_frequency():
     labels = random_cells((80, 120), 8, np.random.default_rng(13))

@@ -126,14 +126,51 @@ def load_runtime(model, *, input_scale: float | None = None, num_threads: int | 
 
 
 def default_tile_size(runtime: Runtime, height: int, width: int, target: int = 512) -> tuple[int, int]:
-    """Input tile (h, w): the fixed shape, else about ``target`` pixels, no larger than needed."""
+    """Input tile (h, w) that :func:`predict_tiled` uses when none is given."""
     if runtime.fixed_shape is not None:
         return runtime.fixed_shape
-    tile = sizes.nearest_valid_input_sizes(target, runtime.depth, runtime.padding)[1]
-    if runtime.padding == "same":  # shrink to the image where it is smaller
-        return (min(tile, sizes.input_size_for_output(height, runtime.depth, "same")),
-                min(tile, sizes.input_size_for_output(width, runtime.depth, "same")))
-    return tile, tile
+    return (_axis_plan(height, None, None, runtime, target)[0],
+            _axis_plan(width, None, None, runtime, target)[0])
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def _default_overlap(out: int, step: int) -> int:
+    return _round_up(max(2 * step, out // 8), step)
+
+
+def _axis_plan(length: int, tile: int | None, overlap: int | None, runtime: Runtime,
+               target: int = 512) -> tuple[int, list[int]]:
+    """``(input tile, output offsets)`` along one axis.
+
+    Offsets stay multiples of ``2**depth`` (the pooling grid). Without a given
+    tile, the tile is balanced to the image: for same padding the fewest
+    ~``target`` tiles that cover it with the overlap, sized so that they end at
+    the image border instead of overshooting it (a 2048 image takes 4 tiles of
+    560, not 5 of 512).
+    """
+    step = 2 ** runtime.depth
+    depth, padding = runtime.depth, runtime.padding
+    if tile is not None:
+        out = runtime.output_size(tile)
+        stride = out if padding == "valid" else out - (_default_overlap(out, step) if overlap is None
+                                                       else int(overlap))
+        stride = max(step, stride - stride % step)
+        return tile, strided_grid(length, out, stride)
+    if padding == "same":
+        target = sizes.nearest_valid_input_sizes(target, depth, padding)[1]
+        if length <= target:
+            return sizes.input_size_for_output(length, depth, padding), [0]
+        o = _default_overlap(target, step) if overlap is None else _round_up(int(overlap), step)
+        n = -(-(length - o) // (target - o))
+        tile = _round_up(-(-(length + (n - 1) * o) // n), step)
+        return tile, [k * (tile - o) for k in range(n)]
+    n = max(1, -(-length // target))
+    tile = sizes.input_size_for_output(-(-length // n), depth, padding)
+    out = runtime.output_size(tile)
+    return tile, strided_grid(length, out, max(step, out - out % step))
 
 
 def _blend_window(out_h: int, out_w: int, padding: str) -> np.ndarray:
@@ -155,9 +192,11 @@ def predict_tiled(model, image: np.ndarray, *, tile_size: int | tuple[int, int] 
         model: a Keras U-Net, a model path, or a :class:`Runtime`.
         image: the model's input, already normalised: ``(H, W)`` or ``(H, W, C)``, any H and W.
         tile_size: input tile size (int or (h, w)); must be a valid input size.
-            Default: about 512, or the runtime's fixed shape.
-        overlap: same padding only: overlap between tiles (default a quarter of
-            the tile). Strides are rounded to multiples of ``2**depth``.
+            Default: tiles of about 512 balanced to the image, or the
+            runtime's fixed shape.
+        overlap: same padding only: overlap between tiles (default an eighth
+            of the tile, at least ``2 * 2**depth``). Strides stay multiples of
+            ``2**depth``.
         batch_size: tiles per model call.
         tta: test-time augmentation: ``True`` or ``"flips"`` averages the four
             flips; ``"d4"`` adds the 90-degree rotations (8 in all).
@@ -201,24 +240,22 @@ def _predict_tta(runtime, image, mode, **kwargs):
 
 def _predict_once(runtime: Runtime, image, tile_size, overlap, batch_size, progress):
     height, width = image.shape[:2]
-    if tile_size is None:
-        tile_h, tile_w = default_tile_size(runtime, height, width)
-    else:
-        tile_h, tile_w = (tile_size, tile_size) if np.isscalar(tile_size) else tuple(tile_size)
+    if tile_size is None and runtime.fixed_shape is not None:
+        tile_size = runtime.fixed_shape
+    tile_h, tile_w = (None, None) if tile_size is None else (
+        (tile_size, tile_size) if np.isscalar(tile_size) else tuple(tile_size))
     for t in (tile_h, tile_w):
-        sizes.check_input_size(int(t), runtime.depth, runtime.padding)
+        if t is not None:
+            sizes.check_input_size(int(t), runtime.depth, runtime.padding)
+    tile_h, tops = _axis_plan(height, tile_h, overlap, runtime)
+    tile_w, lefts = _axis_plan(width, tile_w, overlap, runtime)
     out_h, out_w = runtime.output_size(tile_h), runtime.output_size(tile_w)
     margin_h, margin_w = (tile_h - out_h) // 2, (tile_w - out_w) // 2
-    step = 2 ** runtime.depth
-    stride_h, stride_w = (_stride(out_h, step, overlap, runtime.padding),
-                          _stride(out_w, step, overlap, runtime.padding))
-    offsets = [(top, left) for top in strided_grid(height, out_h, stride_h)
-               for left in strided_grid(width, out_w, stride_w)]
+    offsets = [(top, left) for top in tops for left in lefts]
     blend = _blend_window(out_h, out_w, runtime.padding)
     acc = np.zeros((height, width, runtime.num_classes), np.float32)
     weights = np.zeros((height, width), np.float32)
-    limit = runtime.max_batch or batch_size
-    batch_size = max(1, min(batch_size, limit))
+    batch_size = max(1, min(batch_size, runtime.max_batch or batch_size))
     for start in range(0, len(offsets), batch_size):
         chunk = offsets[start:start + batch_size]
         batch = np.stack([window(image, top - margin_h, left - margin_w, tile_h, tile_w, "mirror")
@@ -231,14 +268,6 @@ def _predict_once(runtime: Runtime, image, tile_size, overlap, batch_size, progr
         if progress is not None:
             progress(min(start + batch_size, len(offsets)), len(offsets))
     return acc / weights[..., None]
-
-
-def _stride(out: int, step: int, overlap: int | None, padding: str) -> int:
-    if padding == "valid":
-        stride = out  # no overlap needed, only alignment to the pooling grid
-    else:
-        stride = out - (out // 4 if overlap is None else int(overlap))
-    return max(step, stride - stride % step)
 
 
 def to_labels(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
