@@ -19,10 +19,12 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
+# The demo owns $(DEMO): a new `make demo` starts it afresh.
 demo: venv
+	rm -rf $(DEMO)
 	$(BIN)/python train.py --out $(DEMO)
-	$(BIN)/python export.py $(DEMO) --force
-	$(BIN)/unet-tf predict $(DEMO)/best.keras $(DEMO)/data/val/images --out $(DEMO)/predictions
+	$(BIN)/python export.py $(DEMO) --out $(DEMO)/exports
+	$(BIN)/unet-tf predict $(DEMO) $(DEMO)/data/val/images --out $(DEMO)/predictions
 
 test: venv
 	$(BIN)/python -m pytest
@@ -36,6 +38,7 @@ bench: venv
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/weight_map_effect.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
