@@ -185,7 +185,11 @@ def test_two_workers_train_in_step_on_loopback(cells, tmp_path):
                "--steps-per-epoch", "3", "--no-augment"]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
-    logs = [p.communicate(timeout=300)[0] for p in procs]
+    try:
+        logs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:  # a worker left waiting for a crashed peer must not outlive the test
+            p.kill()
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]
     # Both workers ran the same epochs, in step, with all-reduced (identical) losses.
