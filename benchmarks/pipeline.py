@@ -16,7 +16,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from unet_tf import data, datasets, training  # noqa: E402
@@ -81,7 +80,6 @@ def main():
     print(f"{'demo model train steps (cached batch)':42s} {model_rate:9.1f}")
     print(f"\nopencv / elasticdeform backend (weight maps on): "
           f"{rates['opencv        weight maps on '] / rates['elasticdeform weight maps on ']:.1f}x")
-    del np
 
 
 if __name__ == "__main__":

@@ -13,13 +13,15 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "UNet": ("unet_tf.model", "UNet"),
+    "UNetPlusPlus": ("unet_tf.unetpp", "UNetPlusPlus"),
     "ConvBlock": ("unet_tf.blocks", "ConvBlock"),
     "EncoderBlock": ("unet_tf.blocks", "EncoderBlock"),
     "DecoderBlock": ("unet_tf.blocks", "DecoderBlock"),
     "unet_weight_map": ("unet_tf.weights", "unet_weight_map"),
 }
 _SUBMODULES = {"augment", "blocks", "cli", "data", "datasets", "export", "inference", "io",
-               "losses", "metrics", "model", "sizes", "training", "weights"}
+               "losses", "metrics", "model", "predict", "sizes", "tiling", "training", "unetpp",
+               "weights"}
 
 __all__ = sorted(set(_LAZY) | _SUBMODULES)
 

@@ -38,6 +38,12 @@ class TrainConfig:
                            choices=("transpose", "bilinear"))
     batch_norm: bool = _opt(True, "Batch normalization after every convolution.")
     dropout: float = _opt(0.5, "Dropout at the end of the contracting path (0.5 in the paper).")
+    arch: str = _opt("unet", "unet, or unetpp: U-Net++ (nested dense skips, deep supervision).",
+                     choices=("unet", "unetpp"))
+    residual: bool = _opt(False, "Residual blocks: conv-BN-act-conv-BN plus a shortcut, then act.")
+    attention: bool = _opt(False, "Attention gates on the skip connections (Oktay et al. 2018).")
+    deep_supervision: bool = _opt(True, "unetpp only: train a head on every nested output and "
+                                        "sum their losses (inference uses the final head).")
     # loss and weight map
     loss: str = _opt("wce", "wce: cross-entropy weighted by the U-Net weight map; dice; dice_ce.",
                      choices=("wce", "dice", "dice_ce"))

@@ -88,6 +88,17 @@ def _probabilities(y_pred, from_logits: bool):
     return ops.sigmoid(y_pred) if y_pred.shape[-1] == 1 else ops.softmax(y_pred, axis=-1)
 
 
+def _scale_for_replicas(value):
+    """Divide by the replicas in sync, as Keras's own losses do.
+
+    Each replica's loss is summed over replicas when gradients are all-reduced;
+    without this, N replicas would train with N times the gradient.
+    """
+    import tensorflow as tf
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return value if replicas == 1 else value * (1.0 / replicas)
+
+
 class _SegmentationLoss(keras.losses.Loss):
     """Base class: handles label formats, ``ignore_index`` and ``sample_weight``."""
 
@@ -100,7 +111,7 @@ class _SegmentationLoss(keras.losses.Loss):
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        return self.compute(y_true, y_pred, sample_weight)
+        return _scale_for_replicas(self.compute(y_true, y_pred, sample_weight))
 
     def call(self, y_true, y_pred):
         return self.compute(y_true, y_pred, None)

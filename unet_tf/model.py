@@ -1,4 +1,10 @@
-"""The U-Net model (Ronneberger et al., 2015) as a subclassed ``keras.Model``."""
+"""The U-Net model (Ronneberger et al., 2015) as a subclassed ``keras.Model``.
+
+``UNetBase`` holds what every model of the family shares: the constructor
+arguments, the size rules, the output activation, the configuration and the
+multi-worker fixes of ``train_step``/``test_step``. ``UNet`` is the classic
+network; ``unet_tf.unetpp.UNetPlusPlus`` the nested one.
+"""
 from __future__ import annotations
 
 import keras
@@ -7,43 +13,22 @@ from keras import layers
 from . import sizes
 from .blocks import ConvBlock, DecoderBlock, EncoderBlock
 
-__all__ = ["UNet"]
+__all__ = ["UNetBase", "UNet"]
 
 
-@keras.saving.register_keras_serializable(package="unet_tf")
-class UNet(keras.Model):
-    """U-Net for semantic segmentation.
+class UNetBase(keras.Model):
+    """Shared base of ``UNet`` and ``UNetPlusPlus`` (not a model on its own).
 
-    The paper's network is ``UNet(num_classes=2, depth=4, base_filters=64,
-    padding="valid")``: 572x572 inputs give 388x388 outputs. The defaults use
-    same padding, where the output has the input's size.
+    Subclasses create their layers after ``super().__init__()`` and then call
+    :meth:`_build_if_channels_known`; they implement ``build``, ``call`` and
+    extend ``get_config``.
 
-    Args:
-        num_classes: 1 for a binary task (one sigmoid channel), N >= 2 for N
-            mutually exclusive classes (softmax).
-        depth: number of pooling steps (4 in the paper).
-        base_filters: channels of the first level; they double at each level
-            (64 -> 1024 in the paper).
-        padding: ``"same"`` or ``"valid"`` (unpadded convolutions, as in the paper;
-            predict large images with overlap-tile, see ``unet_tf.inference``).
-        batch_norm: batch normalization after every convolution.
-        dropout: dropout rate at the end of the contracting path (0.5 in the paper).
-        upsampling: ``"transpose"`` (2x2 up-convolution) or ``"bilinear"``.
-        activation: activation of the convolutions.
-        logits: return logits instead of probabilities (then build your loss
-            with ``from_logits=True``).
-        in_channels: if given, the model is built right away for inputs of
-            shape ``(None, None, None, in_channels)``; otherwise on first call.
-
-    Input shape: ``(batch, H, W, in_channels)``, float. ``H`` and ``W`` must be
-    valid sizes (see :meth:`valid_input_size`).
-    Output shape: ``(batch, H', W', num_classes)``, float32 even under mixed
-    precision, with ``H' = output_size(H)``.
+    Args: see :class:`UNet`.
     """
 
     def __init__(self, num_classes=1, depth=4, base_filters=64, padding="same",
                  batch_norm=False, dropout=0.5, upsampling="transpose", activation="relu",
-                 logits=False, in_channels=None, **kwargs):
+                 logits=False, in_channels=None, residual=False, attention=False, **kwargs):
         kwargs.setdefault("name", "unet")
         super().__init__(**kwargs)
         if num_classes < 1:
@@ -62,21 +47,21 @@ class UNet(keras.Model):
         self.activation = activation
         self.logits = bool(logits)
         self.in_channels = None if in_channels is None else int(in_channels)
+        self.residual = bool(residual)
+        self.attention = bool(attention)
 
-        common = dict(padding=padding, batch_norm=batch_norm, activation=activation,
-                      dtype=self.dtype_policy)
-        filters = [self.base_filters * 2**level for level in range(self.depth + 1)]
-        self.encoders = [EncoderBlock(filters[level], name=f"encoder_{level}", **common)
-                         for level in range(self.depth)]
-        self.bottleneck = ConvBlock(filters[self.depth], dropout=self.dropout,
-                                    name="bottleneck", **common)
-        self.decoders = [DecoderBlock(filters[level], upsampling=upsampling,
-                                      name=f"decoder_{level}", **common)
-                         for level in reversed(range(self.depth))]
-        self.head = layers.Conv2D(self.num_classes, 1, name="head", dtype=self.dtype_policy)
-        # The head's activation runs in float32 so mixed precision stays stable.
-        self.head_activation = layers.Activation(self.output_activation, dtype="float32",
-                                                 name="probabilities")
+    def _block_args(self) -> dict:
+        """Arguments that every Encoder/Decoder/ConvBlock of the model receives."""
+        return dict(padding=self.padding, batch_norm=self.batch_norm, activation=self.activation,
+                    residual=self.residual, dtype=self.dtype_policy)
+
+    def _filters(self, level: int) -> int:
+        return self.base_filters * 2**level
+
+    def _make_head(self, name: str) -> layers.Layer:
+        return layers.Conv2D(self.num_classes, 1, name=name, dtype=self.dtype_policy)
+
+    def _build_if_channels_known(self) -> None:
         if self.in_channels is not None:
             self.build((None, None, None, self.in_channels))
 
@@ -102,37 +87,6 @@ class UNet(keras.Model):
                 sizes.check_input_size(int(size), self.depth, self.padding)
 
     # -- keras ------------------------------------------------------------
-    def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        self.check_input_shape(input_shape[1], input_shape[2])
-        shape = input_shape
-        skip_shapes = []
-        for encoder in self.encoders:
-            encoder.build(shape)
-            skip_shape, shape = encoder.compute_output_shape(shape)
-            skip_shapes.append(skip_shape)
-        self.bottleneck.build(shape)
-        shape = self.bottleneck.compute_output_shape(shape)
-        for decoder, skip_shape in zip(self.decoders, reversed(skip_shapes)):
-            decoder.build(shape, skip_shape)
-            shape = decoder.compute_output_shape(shape, skip_shape)
-        self.head.build(shape)
-        if self.in_channels is None:
-            self.in_channels = input_shape[-1]
-        self.built = True
-
-    def call(self, inputs, training=None):
-        self.check_input_shape(inputs.shape[1], inputs.shape[2])
-        x = inputs
-        skips = []
-        for encoder in self.encoders:
-            skip, x = encoder(x, training=training)
-            skips.append(skip)
-        x = self.bottleneck(x, training=training)
-        for decoder, skip in zip(self.decoders, reversed(skips)):
-            x = decoder(x, skip, training=training)
-        return self.head_activation(self.head(x))
-
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
         out = lambda s: None if s is None else self.output_size(s)  # noqa: E731
@@ -146,12 +100,14 @@ class UNet(keras.Model):
                     base_filters=self.base_filters, padding=self.padding,
                     batch_norm=self.batch_norm, dropout=self.dropout,
                     upsampling=self.upsampling, activation=self.activation,
-                    logits=self.logits, in_channels=self.in_channels)
+                    logits=self.logits, in_channels=self.in_channels,
+                    residual=self.residual, attention=self.attention)
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
 
+    # -- distribution -----------------------------------------------------
     def _multi_worker(self) -> bool:
         import tensorflow as tf
         return isinstance(getattr(self, "_distribute_strategy", None),
@@ -187,3 +143,97 @@ class UNet(keras.Model):
             lambda v: v.values[0] if isinstance(v, tf.distribute.DistributedValues) else v, batch)
         with strategy.scope():
             self._symbolic_build(data_batch=local)
+
+
+@keras.saving.register_keras_serializable(package="unet_tf")
+class UNet(UNetBase):
+    """U-Net for semantic segmentation.
+
+    The paper's network is ``UNet(num_classes=2, depth=4, base_filters=64,
+    padding="valid")``: 572x572 inputs give 388x388 outputs. The defaults use
+    same padding, where the output has the input's size.
+
+    Args:
+        num_classes: 1 for a binary task (one sigmoid channel), N >= 2 for N
+            mutually exclusive classes (softmax).
+        depth: number of pooling steps (4 in the paper).
+        base_filters: channels of the first level; they double at each level
+            (64 -> 1024 in the paper).
+        padding: ``"same"`` or ``"valid"`` (unpadded convolutions, as in the paper;
+            predict large images with overlap-tile, see ``unet_tf.inference``).
+        batch_norm: batch normalization after every convolution.
+        dropout: dropout rate at the end of the contracting path (0.5 in the paper).
+        upsampling: ``"transpose"`` (2x2 up-convolution) or ``"bilinear"``.
+        activation: activation of the convolutions.
+        logits: return logits instead of probabilities (then build your loss
+            with ``from_logits=True``).
+        in_channels: if given, the model is built right away for inputs of
+            shape ``(None, None, None, in_channels)``; otherwise on first call.
+        residual: residual units instead of plain double convolutions
+            (see :class:`unet_tf.blocks.ConvBlock`).
+        attention: attention gates on the skip connections (Oktay et al.,
+            2018; see :class:`unet_tf.blocks.AttentionGate`).
+
+    Input shape: ``(batch, H, W, in_channels)``, float. ``H`` and ``W`` must be
+    valid sizes (see :meth:`valid_input_size`).
+    Output shape: ``(batch, H', W', num_classes)``, float32 even under mixed
+    precision, with ``H' = output_size(H)``.
+    """
+
+    def __init__(self, num_classes=1, depth=4, base_filters=64, padding="same",
+                 batch_norm=False, dropout=0.5, upsampling="transpose", activation="relu",
+                 logits=False, in_channels=None, residual=False, attention=False, **kwargs):
+        super().__init__(num_classes=num_classes, depth=depth, base_filters=base_filters,
+                         padding=padding, batch_norm=batch_norm, dropout=dropout,
+                         upsampling=upsampling, activation=activation, logits=logits,
+                         in_channels=in_channels, residual=residual, attention=attention,
+                         **kwargs)
+        common = self._block_args()
+        self.encoders = [EncoderBlock(self._filters(level), name=f"encoder_{level}", **common)
+                         for level in range(self.depth)]
+        self.bottleneck = ConvBlock(self._filters(self.depth), dropout=self.dropout,
+                                    name="bottleneck", **common)
+        self.decoders = [DecoderBlock(self._filters(level), upsampling=upsampling,
+                                      attention=self.attention, name=f"decoder_{level}", **common)
+                         for level in reversed(range(self.depth))]
+        self.head = self._make_head("head")
+        # The head's activation runs in float32 so mixed precision stays stable.
+        self.head_activation = layers.Activation(self.output_activation, dtype="float32",
+                                                 name="probabilities")
+        self._build_if_channels_known()
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        self.check_input_shape(input_shape[1], input_shape[2])
+        shape = input_shape
+        skip_shapes = []
+        for encoder in self.encoders:
+            encoder.build(shape)
+            skip_shape, shape = encoder.compute_output_shape(shape)
+            skip_shapes.append(skip_shape)
+        self.bottleneck.build(shape)
+        shape = self.bottleneck.compute_output_shape(shape)
+        for decoder, skip_shape in zip(self.decoders, reversed(skip_shapes)):
+            decoder.build(shape, skip_shape)
+            shape = decoder.compute_output_shape(shape, skip_shape)
+        self.head.build(shape)
+        if self.in_channels is None:
+            self.in_channels = input_shape[-1]
+        self.built = True
+
+    def call(self, inputs, training=None):
+        self.check_input_shape(inputs.shape[1], inputs.shape[2])
+        x = inputs
+        skips = []
+        for encoder in self.encoders:
+            skip, x = encoder(x, training=training)
+            skips.append(skip)
+        x = self.bottleneck(x, training=training)
+        for decoder, skip in zip(self.decoders, reversed(skips)):
+            x = decoder(x, skip, training=training)
+        return self.head_activation(self.head(x))
+
+
+# Registers UNetPlusPlus for keras.models.load_model wherever this module is
+# imported (the loaders import only this one). Last, as unetpp imports UNetBase.
+from . import unetpp  # noqa: E402,F401

@@ -36,7 +36,8 @@ from . import data as data_lib
 from . import losses, metrics, plots, sizes
 from .config import TrainConfig
 from .inference import KerasRuntime, predict_tiled, to_labels
-from .model import UNet
+from .model import UNet, UNetBase
+from .unetpp import UNetPlusPlus
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "make_strategy", "is_chief",
            "build_model", "compile_model", "evaluate_items", "atomic_save"]
@@ -81,10 +82,15 @@ def is_chief() -> bool:
     return task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in cluster
 
 
-def build_model(config: TrainConfig, num_classes: int, in_channels: int) -> UNet:
-    return UNet(num_classes=num_classes, depth=config.depth, base_filters=config.base_filters,
-                padding=config.padding, batch_norm=config.batch_norm, dropout=config.dropout,
-                upsampling=config.upsampling, in_channels=in_channels)
+def build_model(config: TrainConfig, num_classes: int, in_channels: int) -> UNetBase:
+    """The configured architecture (``--arch``), built for ``in_channels`` input channels."""
+    common = dict(num_classes=num_classes, depth=config.depth, base_filters=config.base_filters,
+                  padding=config.padding, batch_norm=config.batch_norm, dropout=config.dropout,
+                  upsampling=config.upsampling, residual=config.residual,
+                  attention=config.attention, in_channels=in_channels)
+    if config.arch == "unetpp":
+        return UNetPlusPlus(deep_supervision=config.deep_supervision, **common)
+    return UNet(**common)
 
 
 def _optimizer(config: TrainConfig, total_steps: int):
