@@ -78,7 +78,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         datasets.write_dataset(os.path.join(tmp, "cells"), n=12, size=256, seed=0)
         run = training.train(TrainConfig(data=os.path.join(tmp, "cells"), out=os.path.join(tmp, "run"),
-                                         epochs=2, verbose=0))
+                                         epochs=8, verbose=0))
         export.export_model(run.out, os.path.join(tmp, "exports"), log=lambda *_: None,
                             options=export.ExportOptions(latency_runs=3))
         tile = np.random.default_rng(1).random((1, 256, 256, 1), dtype=np.float32)

@@ -437,7 +437,14 @@ def test_empty_and_missing_folders(tmp_path):
 def test_rgb_mask_without_classes_json(tmp_path):
     root = make_pairs(tmp_path, n=2, mask_fn=palette_mask)
     report = io.check_dataset(root)
-    assert len(problems_with(report, "is an RGB mask; add classes.json")) == 2
+    hits = problems_with(report, "2 RGB masks")
+    assert len(hits) == 1 and "no classes.json" in hits[0]
+    # ... with a classes.json to start from, listing the colours found
+    listed = json.loads(hits[0][hits[0].index("\n"):])
+    found = {tuple(entry["color"]) for entry in listed}
+    expected = {tuple(int(v) for v in c) for c in np.unique(
+        palette_mask().reshape(-1, 3), axis=0)}
+    assert found == expected
     with pytest.raises(DatasetError, match="RGB mask"):
         io.infer_label_spec(io.find_samples(root))
 

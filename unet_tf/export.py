@@ -450,6 +450,11 @@ def _export_tflite(model, meta: dict, shape, variant: str, out_dir: Path, name: 
         ok = dice >= options.min_int8_dice
     entry["latency_ms"] = _median_latency_ms(lambda: _run_tflite(interp, check_tiles[:1]),
                                              options.latency_runs)
+    entry["ok"] = bool(ok)
+    if not ok:
+        raise ExportError(f"TFLite {variant} {shape[0]}x{shape[1]} does not match the Keras model: "
+                          + json.dumps({k: entry[k] for k in entry if k != "ops"}))
+    # Only a verified model is written: temporary file, then rename.
     file_name = f"{name}_{shape[0]}x{shape[1]}_{variant}.tflite"
     path = out_dir / file_name
     tmp_path = path.with_name(f".{file_name}.tmp")
@@ -457,10 +462,7 @@ def _export_tflite(model, meta: dict, shape, variant: str, out_dir: Path, name: 
     os.replace(tmp_path, path)
     (out_dir / f"{path.stem}.json").write_text(json.dumps(meta | {"variant": variant,
                                                                   "shape": list(shape)}, indent=2))
-    entry |= {"path": str(path), "size_bytes": len(content), "ok": bool(ok)}
-    if not ok:
-        raise ExportError(f"TFLite {variant} {shape} does not match the Keras model: "
-                          + json.dumps({k: entry[k] for k in entry if k not in ('ops',)}))
+    entry |= {"path": str(path), "size_bytes": len(content)}
     return entry
 
 
@@ -565,9 +567,12 @@ def export_model(model_path, out, *, data: str | None = None,
                      else np.random.default_rng(2).random((2, *shape, meta["in_channels"]), dtype=np.float32))
             for variant in options.tflite_variants:
                 log(f"Converting TFLite {variant} {shape[0]}x{shape[1]}")
-                entry = _export_tflite(model, meta, shape, variant, tflite_dir, options.name,
-                                       calibration, check, options)
-                if variant == "int8":
+                try:
+                    entry = _export_tflite(model, meta, shape, variant, tflite_dir, options.name,
+                                           calibration, check, options)
+                except ExportError as err:  # the others still get their chance
+                    entry = {"variant": variant, "shape": list(shape), "ok": False, "error": str(err)}
+                if variant == "int8" and calibration is not None:
                     entry["calibration_tiles"] = len(calibration)
                 report["artifacts"].append({"kind": "tflite"} | entry)
     report_path = out / "export_report.json"
@@ -575,6 +580,10 @@ def export_model(model_path, out, *, data: str | None = None,
     tmp_report.write_text(json.dumps(report, indent=2, default=str))
     os.replace(tmp_report, report_path)
     log(format_report(report))
+    failures = [a["error"] for a in report["artifacts"] if not a["ok"]]
+    if failures:
+        raise ExportError(f"{len(failures)} artifact(s) failed their checks and were not written "
+                          f"(details in {report_path}):\n" + "\n".join(f"- {f}" for f in failures))
     return report
 
 
@@ -587,6 +596,9 @@ def format_report(report: dict) -> str:
     rows = [("artifact", "size", "vs keras", "latency (1 thread)")]
     for a in report["artifacts"]:
         label = "SavedModel" if a["kind"] == "saved_model" else f"tflite {a['variant']} {a['shape'][0]}x{a['shape'][1]}"
+        if not a["ok"]:
+            rows.append((label, "-", "FAILED (not written)", "-"))
+            continue
         parity = (f"max|diff| {a['max_abs_diff']:.2e}" if "max_abs_diff" in a
                   else f"mask dice {a['mask_dice']:.4f}")
         rows.append((label, f"{a['size_bytes'] / 1e6:.2f} MB", parity, f"{a['latency_ms']:.1f} ms"))

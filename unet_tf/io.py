@@ -1271,6 +1271,23 @@ def _load_classes(root: Path | None, samples: Iterable[Sample], problems: list[s
     return loaded[0][1] if loaded else None
 
 
+def _rgb_without_classes(rgb: list[_MaskStat]) -> str:
+    """One problem for all RGB masks, with a classes.json to start from."""
+    totals: Counter = Counter()
+    for stat in rgb:
+        totals.update(dict(zip(stat.values.tolist(), stat.counts.tolist())))
+    colors = [_unpack_key(k) for k, _ in totals.most_common(64)]
+    entries = ",\n    ".join(json.dumps({"name": f"class_{i}", "color": list(c)})
+                              for i, c in enumerate(colors))
+    examples = ", ".join(s.where for s in rgb[:3]) + (", ..." if len(rgb) > 3 else "")
+    more = "" if len(totals) <= 64 else f" (the 64 most frequent of {len(totals)} colours)"
+    return (f"{len(rgb)} RGB mask{'s' * (len(rgb) != 1)} ({examples}) and no classes.json to map "
+            f"colours to classes. Add classes.json at the dataset root (see README), or save masks "
+            f"as single-channel class indices. The colours found{more}, most frequent first, as a "
+            f"classes.json to start from (rename the classes, order them as you like, and mark "
+            f"void colours with \"ignore\": true):\n  [\n    {entries}\n  ]")
+
+
 def _is_binary_file(values: np.ndarray) -> bool:
     vals = set(values.tolist())
     return any(vals <= allowed for allowed in ({0, 255}, {0, 1}, {0, 65535}))
@@ -1283,9 +1300,8 @@ def _infer(stats: list[_MaskStat], classes, ignore_index: int, num_classes: int 
     if palette is not None:
         return _palette_spec(names, palette, ignore_colors, ignore_index, num_classes, problems)
     rgb = [s for s in stats if s.rgb]
-    for s in rgb:
-        problems.append(f"{s.where}: is an RGB mask; add classes.json mapping colours to "
-                        "classes, see README (or save masks as single-channel class indices).")
+    if rgb:
+        problems.append(_rgb_without_classes(rgb))
     grey = [s for s in stats if not s.rgb]
     if rgb or not grey:
         if not stats:
