@@ -164,3 +164,30 @@ def test_mirror_windows_of_any_size():
     assert big.shape == (13, 14)
     np.testing.assert_array_equal(window(a[:, None], -2, 0, 9, 1)[:, 0],
                                   np.pad(a, (2, 2), mode="reflect"))
+
+
+def test_reopen_gaps_separates_touching_instances():
+    inst = np.zeros((5, 8), np.int32)
+    inst[1:4, 1:4] = 1
+    inst[1:4, 4:7] = 2  # touching cell 1: no gap left after a deformation
+    label = (inst > 0).astype(np.int32)
+    label[0, 0] = 255
+    out = data.reopen_gaps(label, inst)
+    assert np.all(out[1:4, 4] == 0)  # the larger id's border pixels became background
+    assert np.all(out[1:4, 1:4] == 1) and np.all(out[1:4, 5:7] == 1)
+    assert out[0, 0] == 255
+    import cv2 as _cv2
+    assert _cv2.connectedComponents((out == 1).astype(np.uint8), connectivity=4)[0] == 3
+
+
+def test_training_tiles_keep_gaps_between_touching_cells(bundle):
+    """After augmentation, touching cells still come out as separate components."""
+    ds = data.train_dataset(bundle.train, tile_size=48, batch_size=8, depth=2,
+                            augment=AugmentConfig(), spec=bundle.spec, seed=1)
+    import cv2 as _cv2
+    for image, label, weight in _take(ds, 2):
+        for lb, w in zip(label, weight):
+            fg = (lb == 1).astype(np.uint8)
+            # the border term marks gaps: where it is high the label must be background
+            assert np.all(lb[w > 8] == 0)
+            assert _cv2.connectedComponents(fg, connectivity=4)[0] >= 1

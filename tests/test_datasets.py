@@ -106,7 +106,7 @@ def test_cells_brighter_than_background(batch):
     assert cells[:, 2].mean() > cells[:, 1].mean() + 20
 
 
-def test_touching_gap_is_only_slightly_darker(batch):
+def test_touching_gap_is_a_faint_dark_line(batch):
     images, instances = batch
     gaps, cells, backgrounds = [], [], []
     for img, inst in zip(images[..., 0].astype(float), instances):
@@ -120,8 +120,8 @@ def test_touching_gap_is_only_slightly_darker(batch):
     gap_mean, cell_mean = np.concatenate(gaps).mean(), np.concatenate(cells).mean()
     background = np.concatenate(backgrounds).mean()
     assert np.concatenate(gaps).size > 20
-    assert gap_mean < cell_mean  # darker ...
-    assert gap_mean > 0.5 * cell_mean > background  # ... but still far from background
+    assert gap_mean < 0.8 * cell_mean  # visibly darker than the cells ...
+    assert gap_mean > 2 * background  # ... but far from background: thin and blurred
 
 
 def test_foreground_fraction_sane(batch):

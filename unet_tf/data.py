@@ -40,6 +40,7 @@ from .augment import AugmentConfig, augment_sample
 from .weights import instances_from_mask, unet_weight_map
 
 __all__ = ["WeightMapConfig", "Item", "DataBundle", "load_data", "load_arrays", "input_scale_for",
+           "reopen_gaps",
            "train_dataset", "val_dataset", "steps_per_epoch", "tile_geometry"]
 
 
@@ -268,6 +269,26 @@ def _center(array: np.ndarray, size: int) -> np.ndarray:
     return array[off0:off0 + size, off1:off1 + size]
 
 
+def reopen_gaps(label: np.ndarray, instances: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """Binary labels with a background gap wherever two instances touch.
+
+    Deformation, rotation and zoom resample labels with nearest neighbours,
+    which closes many of the 1-px gaps between touching cells: the network
+    would learn that touching cells merge. Where two different instances are
+    4-neighbours, the pixel of the larger id becomes background again.
+    """
+    inst = instances
+    drop = np.zeros(inst.shape, bool)
+    for a, b, da, db in ((inst[:, :-1], inst[:, 1:], drop[:, :-1], drop[:, 1:]),
+                         (inst[:-1], inst[1:], drop[:-1], drop[1:])):
+        touching = (a > 0) & (b > 0) & (a != b)
+        da |= touching & (a > b)
+        db |= touching & (b > a)
+    out = label.copy()
+    out[drop & (label != ignore_index)] = 0
+    return out
+
+
 class _TileSampler:
     """Draws the k-th random training tile; all randomness comes from (seed, k)."""
 
@@ -295,11 +316,15 @@ class _TileSampler:
         image, label, weight, inst = _crop_tile(item, top, left, self.tile_in, self.tile_out,
                                                 self.context, self.spec.ignore_index, True)
         if self.augment is not None:
-            need_inst = self.weight_cfg.recompute and inst is not None
+            # Binary data keeps its instances through the deformation, to reopen
+            # the 1-px gaps that nearest-neighbour resampling closes.
+            need_inst = inst is not None and (self.weight_cfg.recompute or self.spec.num_labels == 2)
             image, label, weight, inst = augment_sample(
                 image, label, weight, inst if need_inst else None, config=self.augment,
                 seed=int(rng.integers(2**31)), out_shape=(self.tile_in, self.tile_in))
-            if need_inst:
+            if need_inst and self.spec.num_labels == 2:
+                label = reopen_gaps(label, inst, self.spec.ignore_index)
+            if need_inst and self.weight_cfg.recompute:
                 weight = _weight_map(label, inst, self.spec, self.weight_cfg)
         else:
             image, label, weight = (_center(a, self.tile_in) for a in (image, label, weight))

@@ -270,8 +270,10 @@ def _render(rng, labels, kept, depth, cells, size, channels):
         soft = 1.0 / (1.0 + np.exp(np.clip((q - 1.0) * 10.0, -30, 30)))
         nucleus[box] = np.maximum(nucleus[box], soft * (kept[box] == idx))
     nucleus *= 1.0 + 0.15 * _fine_noise(rng, size, 1.2 * max(scale, 0.5))
-    # The wall between touching cells is only slightly dimmer than the cells.
-    wall = np.where(gap, rng.uniform(0.7, 0.85), 1.0).astype(np.float32)
+    # The wall between touching cells is dimmer than the cells, as membranes
+    # between touching nuclei are, yet after the blur far brighter than the
+    # background: thin and faint enough that the weight map matters.
+    wall = np.where(gap, rng.uniform(0.45, 0.65), 1.0).astype(np.float32)
     blur = rng.uniform(0.6, 1.1) * max(scale, 0.5)
     # Smooth uneven illumination: a linear gradient times a vignette.
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1) - 0.5
