@@ -93,6 +93,16 @@ def test_runtimes_give_the_same_masks(run, exported):
     assert np.array_equal(sm_probs >= 0.5, keras_probs >= 0.5)
 
 
+def test_relative_paths_from_the_command_line(run, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from unet_tf.cli import main
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["export", str(run), "--out", "relative/exports", "--no-tflite"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "relative" / "exports" / "unet" / "1" / "saved_model.pb").is_file()
+
+
 def test_existing_version_is_not_overwritten(run, exported):
     out, _ = exported
     before = (out / "unet" / "1" / "saved_model.pb").stat().st_mtime_ns

@@ -507,7 +507,8 @@ def export_model(model_path, out, *, data: str | None = None,
         ExportError: an artifact failed its checks (nothing half-written is left).
     """
     options = options or ExportOptions()
-    model_path = Path(model_path)
+    # Absolute paths: the verification runs in a fresh process in another folder.
+    model_path = Path(model_path).resolve()
     if model_path.is_dir():
         model_path = model_path / "best.keras"
     info = _load_info(model_path, data)
@@ -516,7 +517,7 @@ def export_model(model_path, out, *, data: str | None = None,
         log("Mixed-precision model: exporting a float32 clone with the same weights.")
         model = float32_clone(model)
     meta = _metadata(model, info)
-    out = Path(out)
+    out = Path(out).resolve()
     model_dir = out / options.name
     version = options.version or _next_version(model_dir)
     final = model_dir / str(version)

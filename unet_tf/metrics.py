@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["Dice", "MeanIoU", "PixelAccuracy", "confusion_counts"]
+__all__ = ["Dice", "MeanIoU", "PixelAccuracy", "confusion_counts", "PixelCounts"]
 
 
 def _hard_labels(y_pred, threshold: float, from_logits: bool):
@@ -171,3 +171,46 @@ class PixelAccuracy(_ConfusionMetric):
 
     def result(self):
         return ops.sum(self.intersection) / ops.maximum(ops.sum(self.actual), 1.0)
+
+
+class PixelCounts:
+    """Per-class counts over whole images in numpy, and the scores they give.
+
+    The full-image counterpart of the metrics above, for evaluation outside
+    ``model.fit`` (``report.json``, ``unet-tf evaluate``): ``add`` each image's
+    labels and prediction, then ``scores()``.
+    """
+
+    def __init__(self, num_classes: int):
+        self.num_classes = int(num_classes)
+        k = max(2, self.num_classes)
+        self.tp, self.predicted, self.actual = np.zeros(k), np.zeros(k), np.zeros(k)
+
+    def add(self, truth: np.ndarray, pred: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Count one image; returns its per-class true positives."""
+        k = len(self.tp)
+        t, p = truth[valid].astype(np.int64), pred[valid].astype(np.int64)
+        if t.size and t.max() >= k:
+            raise ValueError(f"label {int(t.max())} but the model has {k} classes")
+        tp = np.bincount(t[t == p], minlength=k)[:k]
+        self.tp += tp
+        self.predicted += np.bincount(p, minlength=k)[:k]
+        self.actual += np.bincount(t, minlength=k)[:k]
+        return tp
+
+    def scores(self) -> dict:
+        """Per-class dice and IoU (None for absent classes), their means, pixel accuracy.
+
+        ``dice`` is the foreground dice for a binary model, else the mean over classes.
+        """
+        denominator = self.predicted + self.actual
+        dice = np.where(denominator > 0, 2 * self.tp / np.maximum(denominator, 1), np.nan)
+        union = denominator - self.tp
+        iou = np.where(union > 0, self.tp / np.maximum(union, 1), np.nan)
+        fg = dice[1:] if self.num_classes == 1 else dice
+        clean = lambda v: [None if np.isnan(x) else float(x) for x in v]  # noqa: E731
+        return {"dice_per_class": clean(dice), "iou_per_class": clean(iou),
+                "dice": float(np.nanmean(fg)) if np.isfinite(fg).any() else None,
+                "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else None,
+                "pixel_accuracy": float(self.tp.sum() / max(self.actual.sum(), 1)),
+                "pixels": int(self.actual.sum())}

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import io, plots
 from .inference import load_runtime, predict_tiled, prepare_image, to_labels
+from .metrics import PixelCounts
 
 __all__ = ["resolve_model", "collect_images", "predict_files", "object_counts", "evaluate_folder",
            "format_evaluation"]
@@ -171,8 +172,7 @@ def evaluate_folder(model, data, *, split=None, out=None, tile_size=None, thresh
     runtime = load_runtime(model)
     splits, spec = io.load_dataset(data, num_classes=runtime.num_classes if runtime.num_classes > 1 else None)
     split_name, samples = _pick_split(splits, split)
-    k = max(2, runtime.num_classes)
-    tp, pred_n, true_n = np.zeros(k), np.zeros(k), np.zeros(k)
+    counts = PixelCounts(runtime.num_classes)
     objects = None
     per_image = []
     for sample in samples:
@@ -181,33 +181,21 @@ def evaluate_folder(model, data, *, split=None, out=None, tile_size=None, thresh
                               tile_size=tile_size, tta=tta)
         pred = to_labels(probs, threshold).astype(np.int64)
         valid = truth != spec.ignore_index
-        t, p = truth[valid].astype(np.int64), pred[valid]
-        if t.size and t.max() >= k:
-            raise io.DatasetError(f"{sample.mask_path}: label {int(t.max())} but the model has {k} classes")
-        img_tp = np.bincount(t[t == p], minlength=k)[:k]
-        tp += img_tp
-        pred_n += np.bincount(p, minlength=k)[:k]
-        true_n += np.bincount(t, minlength=k)[:k]
-        entry = {"name": sample.name, "pixel_accuracy": float(img_tp.sum() / max(t.size, 1))}
+        try:
+            img_tp = counts.add(truth, pred, valid)
+        except ValueError as err:
+            raise io.DatasetError(f"{sample.mask_path}: {err}") from None
+        entry = {"name": sample.name, "pixel_accuracy": float(img_tp.sum() / max(valid.sum(), 1))}
         if runtime.num_classes == 1:
             true_inst = (io.read_instances(sample.instance_path, sample.page)
                          if sample.instance_path else _components((truth == 1) & valid))
-            counts = object_counts(true_inst, _components((pred == 1) & valid))
-            entry["objects"] = counts
-            objects = counts if objects is None else {key: objects[key] + counts[key] for key in counts}
+            found = object_counts(true_inst, _components((pred == 1) & valid))
+            entry["objects"] = found
+            objects = found if objects is None else {key: objects[key] + found[key] for key in found}
         per_image.append(entry)
-    dice = np.where(pred_n + true_n > 0, 2 * tp / np.maximum(pred_n + true_n, 1), np.nan)
-    union = pred_n + true_n - tp
-    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-    fg = slice(1, None) if runtime.num_classes == 1 else slice(None)
     result = {
         "model": str(model), "data": str(data), "split": split_name, "images": len(samples),
-        "class_names": spec.class_names,
-        "dice_per_class": [None if np.isnan(v) else float(v) for v in dice],
-        "iou_per_class": [None if np.isnan(v) else float(v) for v in iou],
-        "dice": float(np.nanmean(dice[fg])) if np.isfinite(dice[fg]).any() else None,
-        "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else None,
-        "pixel_accuracy": float(tp.sum() / max(true_n.sum(), 1)),
+        "class_names": spec.class_names, **counts.scores(),
         "objects": objects, "per_image": per_image,
     }
     report_path = Path(out) if out else (Path(model).parent if isinstance(model, (str, Path))

@@ -229,29 +229,11 @@ def evaluate_items(model, items, num_classes: int, ignore_index: int = 255, tile
     Counts are summed over all images before the scores are taken.
     """
     runtime = KerasRuntime(model) if isinstance(model, keras.Model) else model
-    k = max(2, num_classes)
-    tp, pred_n, true_n = np.zeros(k), np.zeros(k), np.zeros(k)
+    counts = metrics.PixelCounts(num_classes)
     for item in items:
         probs = predict_tiled(runtime, item.image, tile_size=tile_size, batch_size=batch_size)
-        pred = to_labels(probs, threshold).astype(np.int64)
-        valid = item.label != ignore_index
-        truth, pred = item.label[valid], pred[valid]
-        tp += np.bincount(truth[truth == pred], minlength=k)[:k]
-        pred_n += np.bincount(pred, minlength=k)[:k]
-        true_n += np.bincount(truth, minlength=k)[:k]
-    dice = np.where(pred_n + true_n > 0, 2 * tp / np.maximum(pred_n + true_n, 1), np.nan)
-    union = pred_n + true_n - tp
-    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-    foreground = slice(1, None) if num_classes == 1 else slice(None)
-    return {
-        "images": len(items),
-        "pixels": int(true_n.sum()),
-        "dice_per_class": [None if np.isnan(v) else float(v) for v in dice],
-        "iou_per_class": [None if np.isnan(v) else float(v) for v in iou],
-        "dice": float(np.nanmean(dice[foreground])) if np.isfinite(dice[foreground]).any() else None,
-        "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else None,
-        "pixel_accuracy": float(tp.sum() / max(true_n.sum(), 1)),
-    }
+        counts.add(item.label, to_labels(probs, threshold), item.label != ignore_index)
+    return {"images": len(items), **counts.scores()}
 
 
 def _history_from_csv(path: Path) -> dict:
