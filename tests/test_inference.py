@@ -108,3 +108,20 @@ def test_predict_image_uses_the_runtime_scale(same_model, rng):
     a = predict_image(runtime, raw, tile_size=64)
     b = predict_tiled(same_model, raw.astype(np.float32) / 255, tile_size=64)
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_an_8192_image_is_predicted_with_memory_bounded_by_the_tile_batch():
+    """Peak numpy memory: the image, the (H, W, K) result and its weights, plus one tile batch."""
+    import tracemalloc
+    keras.utils.set_random_seed(0)
+    model = UNet(1, depth=2, base_filters=4, batch_norm=True, in_channels=1)
+    image = np.zeros((8192, 8192, 1), np.float32)
+    image[::64] = 1.0
+    tracemalloc.start()
+    probs = predict_tiled(model, image, tile_size=512, batch_size=2)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert probs.shape == (8192, 8192, 1) and np.isfinite(probs[::97, ::97]).all()
+    plane = 8192 * 8192 * 4
+    assert peak < 2 * plane + 64 * 2**20  # result + weights + tiles, never every tile's output

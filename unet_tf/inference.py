@@ -269,7 +269,8 @@ def _predict_once(runtime: Runtime, image, tile_size, overlap, batch_size, progr
             weights[top:top + h, left:left + w] += blend[:h, :w]
         if progress is not None:
             progress(min(start + batch_size, len(offsets)), len(offsets))
-    return acc / weights[..., None]
+    acc /= weights[..., None]  # in place: no third image-sized array
+    return acc
 
 
 def to_labels(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
