@@ -272,7 +272,7 @@ def _keras_reference(model, meta: dict, images: list[np.ndarray]) -> list[np.nda
     return outs
 
 
-def _verify_saved_model(path: Path, model, meta: dict, report_dir: Path) -> dict:
+def _verify_saved_model(path: Path, model, meta: dict) -> dict:
     """Check the SavedModel in a fresh process that does not import unet_tf."""
     rng = np.random.default_rng(1)
     c = meta["in_channels"]
@@ -493,8 +493,10 @@ def _calibration_items(info: dict):
     root = info.get("root")
     if not root or not Path(root).exists():
         return None
-    from .data import load_data
-    bundle = load_data(root, input_scale=info.get("input_scale"), val_fraction=0.2)
+    from .data import WeightMapConfig, load_data
+    # Calibration needs images only: skip the weight maps.
+    bundle = load_data(root, input_scale=info.get("input_scale"), val_fraction=0.2,
+                       weight_map=WeightMapConfig(enabled=False))
     return bundle
 
 
@@ -542,7 +544,7 @@ def export_model(model_path, out, *, data: str | None = None,
         (tmp / "assets.extra" / "unet_tf.json").write_text(json.dumps(meta, indent=2))
         n_warmup = _write_warmup(tmp / "assets.extra" / "tf_serving_warmup_requests", meta,
                                  options.name, [(64, 64), (37, 53)])
-        verification = _verify_saved_model(tmp, model, meta, out)
+        verification = _verify_saved_model(tmp, model, meta)
         if not verification["ok"]:
             raise ExportError("SavedModel does not match the Keras model: " + json.dumps(verification))
         _atomic_dir_replace(tmp, final, options.force)

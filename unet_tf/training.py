@@ -300,9 +300,7 @@ def _train(config: TrainConfig) -> TrainResult:
     bundle = data_lib.load_data(
         data_root, val_fraction=config.val_fraction, seed=config.seed,
         num_classes=config.num_classes, ignore_index=config.ignore_index,
-        weight_map=data_lib.WeightMapConfig(enabled=config.weight_map and config.loss != "dice",
-                                            w0=config.w0, sigma=config.sigma,
-                                            recompute=config.recompute_weights))
+        weight_map=_weight_map_config(config))
     if chief:
         _write_json(out / "config.json", config.replace(out=str(out), data=str(data_root)).to_dict())
         _write_json(out / "dataset.json", bundle.describe() | {
@@ -334,6 +332,13 @@ def _train(config: TrainConfig) -> TrainResult:
     return _finish(out, model, bundle, config)
 
 
+def _weight_map_config(config: TrainConfig) -> data_lib.WeightMapConfig:
+    # The dice loss uses weights only as a mask: no need to compute the maps.
+    return data_lib.WeightMapConfig(enabled=config.weight_map and config.loss != "dice",
+                                    w0=config.w0, sigma=config.sigma,
+                                    recompute=config.recompute_weights)
+
+
 def _distributed_train_dataset(strategy, bundle, config: TrainConfig):
     """One pipeline per worker, each with its own tiles and its share of the global batch."""
     def make(input_context=None):
@@ -344,9 +349,7 @@ def _distributed_train_dataset(strategy, bundle, config: TrainConfig):
         return data_lib.train_dataset(
             bundle.train, tile_size=config.tile_size, batch_size=batch, depth=config.depth,
             padding=config.padding, augment=config.augment_config(), spec=bundle.spec,
-            weight_map=data_lib.WeightMapConfig(enabled=config.weight_map and config.loss != "dice",
-                                                w0=config.w0, sigma=config.sigma,
-                                                recompute=config.recompute_weights),
+            weight_map=_weight_map_config(config),
             seed=config.seed, num_shards=shards, shard_index=index)
 
     if strategy.num_replicas_in_sync == 1 and not isinstance(
