@@ -629,10 +629,7 @@ def saved_model_runtime(path, input_scale: float | None = None):
     fn = loaded.signatures["serve_tile"]
 
     def predict(batch):
-        y = fn(images=tf.constant(batch, tf.float32))["output"].numpy()
-        if meta.get("logits"):
-            y = 1 / (1 + np.exp(-y)) if meta["num_classes"] == 1 else _softmax(y)
-        return y
+        return _probabilities(fn(images=tf.constant(batch, tf.float32))["output"].numpy(), meta)
 
     return Runtime(predict=predict, depth=meta["depth"], padding=meta["padding"],
                    num_classes=meta["num_classes"], in_channels=meta["in_channels"],
@@ -648,10 +645,7 @@ def tflite_runtime(path, num_threads: int | None = None, input_scale: float | No
     shape = tuple(int(v) for v in interp.get_input_details()[0]["shape"][1:3])
 
     def predict(batch):
-        y = _run_tflite(interp, batch)
-        if meta.get("logits"):
-            y = 1 / (1 + np.exp(-y)) if meta["num_classes"] == 1 else _softmax(y)
-        return y
+        return _probabilities(_run_tflite(interp, batch), meta)
 
     return Runtime(predict=predict, depth=meta["depth"], padding=meta["padding"],
                    num_classes=meta["num_classes"], in_channels=meta["in_channels"],
@@ -659,6 +653,11 @@ def tflite_runtime(path, num_threads: int | None = None, input_scale: float | No
                    max_batch=1, name=f"tflite:{meta.get('variant', '')}")
 
 
-def _softmax(y):
+def _probabilities(y: np.ndarray, meta: dict) -> np.ndarray:
+    """The raw model output of a logits model turned into probabilities (else as is)."""
+    if not meta.get("logits"):
+        return y
+    if meta["num_classes"] == 1:
+        return 1 / (1 + np.exp(-y))
     e = np.exp(y - y.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
