@@ -1,12 +1,14 @@
 """Benchmark: fast U-Net weight map vs the straightforward computation.
 
-The reference does one full-image exact Euclidean distance transform per
-instance (cv2.distanceTransform, DIST_L2 + DIST_MASK_PRECISE) and keeps the two
-smallest distances per pixel. Both run on the same random instance map; the
+The default reference does one full-image exact Euclidean distance transform
+per instance (cv2.distanceTransform, DIST_L2 + DIST_MASK_PRECISE, on OpenCV's
+threads) and keeps the two smallest distances per pixel; ``--reference tests``
+times the scipy reference from tests/test_weights.py instead (same algorithm,
+slower transform, float64). Both run on the same random instance map; the
 script checks they agree within --atol and prints the median times and the
-speed-up measured in this run.
+speed-up measured in this run (alternating rounds, see main).
 
-    python benchmarks/weight_map.py --size 512 --instances 50 --repeats 5
+    python benchmarks/weight_map.py --size 512 --instances 50 --rounds 15
 
 Needs numpy and OpenCV only (no TensorFlow, no scipy).
 """
@@ -92,23 +94,47 @@ def reference_weight_map(labels, w0=10.0, sigma=5.0):
     return out
 
 
+def tests_reference():
+    """The reference that lives in tests/test_weights.py (scipy, float64)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "test_weights.py")
+    spec = importlib.util.spec_from_file_location("unet_tf_test_weights", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # needs scipy and pytest (pip install -e .[dev])
+    return module.reference_weight_map
+
+
 def _time(fn, *args, **kwargs):
     t = time.perf_counter()
     out = fn(*args, **kwargs)
     return time.perf_counter() - t, out
 
 
+def _block(fn, n, *args, **kwargs):
+    """Median seconds of ``n`` back-to-back calls, and the last result."""
+    times, out = [], None
+    for _ in range(n):
+        t, out = _time(fn, *args, **kwargs)
+        times.append(t)
+    return float(np.median(times)), out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--instances", type=int, default=50)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=15,
+                   help="alternating rounds; each times a block of fast calls and a block of reference calls")
+    p.add_argument("--fast-calls", type=int, default=10, help="fast calls per round")
+    p.add_argument("--reference-calls", type=int, default=2, help="reference calls per round")
     p.add_argument("--w0", type=float, default=10.0)
     p.add_argument("--sigma", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--atol", type=float, default=1e-5)
-    p.add_argument("--interleave", action="store_true",
-                   help="alternate single fast / reference calls instead of timing each back to back")
+    p.add_argument("--reference", choices=["opencv", "tests"], default="opencv",
+                   help="opencv: one cv2 distance transform per instance (default, the stronger "
+                        "baseline); tests: the scipy reference in tests/test_weights.py")
     p.add_argument("--opencv-threads", type=int, default=None,
                    help="cv2.setNumThreads for both sides (default: OpenCV's own setting)")
     args = p.parse_args(argv)
@@ -118,40 +144,34 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     labels = random_cells(args.size, args.instances, rng)
     kw = dict(w0=args.w0, sigma=args.sigma)
+    reference = reference_weight_map if args.reference == "opencv" else tests_reference()
 
-    # Warm-up (imports, OpenCV thread pool, allocator, CPU clock), then time
-    # each function over back-to-back calls (timeit style). --interleave alternates single
-    # calls instead; the fast call then runs right after ~0.1 s of reference
-    # work, with cold caches, and is typically ~1-2 ms slower.
-    # The warm-up runs the fast function for ~0.1 s, like one reference call.
-    t_end = time.perf_counter() + 0.1
-    while time.perf_counter() < t_end:
-        unet_weight_map(labels, **kw)
-    reference_weight_map(labels, **kw)
-    t_fast, t_ref = [], []
-    if args.interleave:
-        for _ in range(args.repeats):
-            t, fast = _time(unet_weight_map, labels, **kw)
-            t_fast.append(t)
-            t, ref = _time(reference_weight_map, labels, **kw)
-            t_ref.append(t)
-    else:
-        for _ in range(args.repeats):
-            t, fast = _time(unet_weight_map, labels, **kw)
-            t_fast.append(t)
-        for _ in range(args.repeats):
-            t, ref = _time(reference_weight_map, labels, **kw)
-            t_ref.append(t)
+    # The speed of a shared machine drifts over seconds, so the two sides are
+    # timed in alternating rounds (a block of fast calls, then a block of
+    # reference calls) and the speed-up is the median of the per-round ratios.
+    # A short pause before each block lets the other side's threads (OpenCV's
+    # pool spins for a while after parallel work) go idle.
+    _block(unet_weight_map, 20, labels, **kw)  # warm-up: imports, thread pools, allocator
+    _block(reference, 1, labels, **kw)
+    t_fast, t_ref, ratios = [], [], []
+    for _ in range(args.rounds):
+        time.sleep(0.01)
+        tf, fast = _block(unet_weight_map, args.fast_calls, labels, **kw)
+        time.sleep(0.01)
+        tr, ref = _block(reference, args.reference_calls, labels, **kw)
+        t_fast.append(tf)
+        t_ref.append(tr)
+        ratios.append(tr / tf)
 
     err = float(np.abs(fast.astype(np.float64) - ref).max())
-    fast_ms = 1e3 * float(np.median(t_fast))
-    ref_ms = 1e3 * float(np.median(t_ref))
+    q = lambda v, k: float(np.percentile(v, k))  # noqa: E731
     print(f"image {args.size}x{args.size}, {args.instances} instances, w0={args.w0}, sigma={args.sigma}, "
-          f"repeats={args.repeats}{' interleaved' if args.interleave else ''}, "
-          f"opencv threads={cv2.getNumThreads()}")
-    print(f"fast      median {fast_ms:9.3f} ms")
-    print(f"reference median {ref_ms:9.3f} ms")
-    print(f"speed-up  {ref_ms / fast_ms:9.1f}x")
+          f"{args.rounds} rounds of {args.fast_calls} fast + {args.reference_calls} reference calls, "
+          f"opencv threads={cv2.getNumThreads()}, reference={args.reference}")
+    print(f"fast      median {1e3 * q(t_fast, 50):9.3f} ms")
+    print(f"reference median {1e3 * q(t_ref, 50):9.3f} ms")
+    print(f"speed-up  {q(ratios, 50):9.1f}x  (median of per-round ratios; "
+          f"quartiles {q(ratios, 25):.1f}-{q(ratios, 75):.1f}x, min {min(ratios):.1f}x)")
     print(f"max abs diff {err:.3g} (atol {args.atol:g}): {'OK' if err <= args.atol else 'FAIL'}")
     return 0 if err <= args.atol else 1
 
