@@ -156,6 +156,23 @@ def test_sixteen_bit_images_keep_their_range(tmp_path):
     assert b.train[0].image.max() == pytest.approx(4000 / 4095, rel=1e-5)
 
 
+def test_grey_images_among_rgb_become_rgb(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        shape = (32, 32) if i == 0 else (32, 32, 3)
+        cv2.imwrite(str(tmp_path / "images" / f"p{i}.png"), rng.integers(0, 255, shape, dtype=np.uint8))
+        mask = np.zeros((32, 32), np.uint8)
+        mask[8:24, 8:24] = 255
+        cv2.imwrite(str(tmp_path / "masks" / f"p{i}.png"), mask)
+    b = data.load_data(tmp_path, val_fraction=0.0)
+    assert b.in_channels == 3
+    grey = next(it for it in b.train if it.name == "p0")
+    assert grey.image.shape == (32, 32, 3)
+    np.testing.assert_array_equal(grey.image[..., 0], grey.image[..., 2])
+
+
 def test_mirror_windows_of_any_size():
     a = np.arange(5)
     np.testing.assert_array_equal(reflect_index(np.arange(-6, 11), 5),

@@ -415,12 +415,27 @@ def test_corrupt_file(tmp_path):
     assert problems_with(report, "s1.png: unreadable or corrupt")
 
 
-def test_inconsistent_channels(tmp_path):
+def test_grey_images_among_rgb_are_a_warning_not_a_problem(tmp_path):
     root = make_pairs(tmp_path, n=3)
     write(root / "images" / "s2.png", image(channels=1))
     report = io.check_dataset(root)
+    assert report.ok, report.problems
+    assert any("1 greyscale image among RGB" in w and "s2.png" in w for w in report.warnings)
+
+
+def test_other_channel_mixes_are_a_problem(tmp_path, monkeypatch):
+    # cv2 cannot write >4-channel files, so one image reads as 5-band multispectral.
+    root = make_pairs(tmp_path, n=3)
+    real = io.read_image
+
+    def five_bands(path, *args, **kwargs):
+        arr = real(path, *args, **kwargs)
+        return np.repeat(arr[..., :1], 5, axis=-1) if Path(path).name == "s2.png" else arr
+
+    monkeypatch.setattr(io, "read_image", five_bands)
+    report = io.check_dataset(root)
     hits = problems_with(report, "different channel counts")
-    assert hits and "1 channel (1 file," in hits[0] and "s2.png" in hits[0]
+    assert hits and "5 channels (1 file," in hits[0] and "s2.png" in hits[0]
     assert "3 channels (2 files" in hits[0]
 
 

@@ -179,9 +179,19 @@ def load_data(root: str | Path, *, val_fraction: float = 0.2, seed: int = 0,
     test = [s for s in splits.get("test", []) if s.mask_path is not None]
     raw = {name: [(s.name, *_read(s, spec)) for s in group]
            for name, group in (("train", train), ("val", val), ("test", test))}
+    raw = _grey_to_rgb(raw)
     scale = input_scale if input_scale is not None else input_scale_for([r[1] for r in raw["train"]])
     items = {name: [_make_item(*r, spec, scale, cfg) for r in group] for name, group in raw.items()}
     return _bundle(items, spec, scale, ignore_index, str(root))
+
+
+def _grey_to_rgb(raw: dict) -> dict:
+    """Greyscale images among RGB ones become RGB (io.check_dataset warns about it)."""
+    channels = {r[1].shape[-1] for group in raw.values() for r in group}
+    if channels != {1, 3}:
+        return raw
+    return {name: [(r[0], np.repeat(r[1], 3, axis=-1) if r[1].shape[-1] == 1 else r[1], *r[2:])
+                   for r in group] for name, group in raw.items()}
 
 
 def load_arrays(images, labels, instances=None, *, val_fraction=0.2, seed=0, ignore_index=255,

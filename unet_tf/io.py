@@ -1567,11 +1567,17 @@ def _check_instances(sample: Sample, image_hw, problems: list[str]) -> None:
 
 
 def _check_channels(images: list[_ImageInfo], problems: list[str], warnings: list[str]) -> None:
-    """All images must share one channel count; mixed dtypes are only a warning."""
+    """All images must share one channel count, except greyscale among RGB
+    (photo collections often hold a few grey JPEGs), which the loaders turn
+    into RGB; mixed dtypes are only a warning."""
     by_channels: dict[int, list[str]] = {}
     for info in images:
         by_channels.setdefault(info.shape[2], []).append(_where(info.sample))
-    if len(by_channels) > 1:
+    if set(by_channels) == {1, 3}:
+        grey = by_channels[1]
+        warnings.append(f"{len(grey)} greyscale image{'s' * (len(grey) != 1)} among RGB ones "
+                        f"(e.g. {', '.join(grey[:2])}) will be used as RGB (grey value repeated).")
+    elif len(by_channels) > 1:
         parts = [f"{c} channel{'s' * (c != 1)} ({len(f)} file{'s' * (len(f) != 1)}, "
                  f"e.g. {', '.join(f[:2])})"
                  for c, f in sorted(by_channels.items())]
