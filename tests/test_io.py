@@ -578,3 +578,27 @@ def test_infer_label_spec_finds_classes_json_from_samples(tmp_path):
     assert spec.mode == "palette" and spec.class_names == ["building", "grass", "sky"]
     spec_root = io.infer_label_spec(io.find_samples(root / "train"), root=root / "train")
     assert spec_root == spec
+
+
+def test_pascal_voc_layout_with_split_lists(tmp_path):
+    palette = [(0, 0, 0), (128, 0, 0), (0, 128, 0)] + [(0, 0, 0)] * 252 + [(224, 224, 192)]
+    names = [f"2007_{i:06d}" for i in range(5)]
+    for i, name in enumerate(names):
+        idx = np.zeros((H, W), np.uint8)
+        idx[1:4, 1:5] = 1 + i % 2
+        idx[4, :] = 255                                # void outline, as VOC draws it
+        png_indexed(tmp_path / "SegmentationClass" / f"{name}.png", idx, palette)
+        write(tmp_path / "JPEGImages" / f"{name}.jpg", image(20 * i))
+    write(tmp_path / "JPEGImages" / "2008_000001.jpg", image(7))   # listed nowhere, no mask
+    lists = tmp_path / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "train.txt").write_text("\n".join(names[:3]) + "\n")
+    (lists / "val.txt").write_text("\n".join(names[3:]) + "\n")
+    report = io.check_dataset(tmp_path)
+    assert report.ok, report.problems
+    assert [s.name for s in report.samples["train"]] == names[:3]
+    assert [s.name for s in report.samples["val"]] == names[3:]
+    assert report.spec.mode == "index" and report.spec.num_labels == 3
+
+    (lists / "val.txt").write_text("2007_000003\n2007_999999\n")
+    assert problems_with(io.check_dataset(tmp_path), "1 names in the val list have no image")

@@ -70,7 +70,8 @@ class TrainConfig:
                          choices=("auto", "mirrored", "multiworker"))
     seed: int = _opt(0, "Seed for the split, initialisation and augmentation.")
     resume: bool = _opt(False, "Resume an interrupted run from its last finished epoch (same --out).")
-    verbose: int = _opt(1, "Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.")
+    verbose: int | None = _opt(None, "Keras progress: 0 silent, 1 progress bar, 2 one line per epoch "
+                                     "(default: 1 on a terminal, 2 when the output goes to a file).")
     # augmentation (see unet_tf.augment.AugmentConfig)
     augment: bool = _opt(True, "Data augmentation (all of the below).")
     elastic: bool = _opt(True, "Elastic deformation (the paper's 3x3 grid).")

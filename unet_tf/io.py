@@ -11,6 +11,8 @@ Supported layouts (detected automatically, folder names case-insensitive)::
     root/{train,val,test}/images + .../masks     -> {"train": ..., "val": ..., "test": ...}
     root/images/{train,val}/ + root/masks/{train,val}/   (split inside the folders)
     root/train-volume.tif + root/train-labels.tif (ISBI 2012 multi-page stacks)
+    root/JPEGImages + root/SegmentationClass (Pascal VOC; ImageSets/Segmentation/
+        train.txt and val.txt, when present, choose the samples and the split)
 
 Conventions:
     * Images are (H, W, C) with C >= 1, channels in RGB order, dtype as stored
@@ -58,9 +60,11 @@ logger = logging.getLogger(__name__)
 
 # GIF is not in the documented list but OpenCV reads it and Carvana ships GIF masks.
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".gif")
-IMAGE_DIR_NAMES = ("images", "image", "imgs", "img", "inputs", "input")
+IMAGE_DIR_NAMES = ("images", "image", "imgs", "img", "inputs", "input", "jpegimages")
 MASK_DIR_NAMES = ("masks", "mask", "labels", "label", "annotations", "annotation",
-                  "gt", "groundtruth", "ground_truth")
+                  "gt", "groundtruth", "ground_truth", "segmentationclass")
+# Pascal VOC's split lists: root/ImageSets/Segmentation/<split>.txt, one name per line.
+SPLIT_LIST_DIR = ("imagesets", "segmentation")
 INSTANCE_DIR_NAMES = ("instances", "instance")
 SPLIT_ALIASES = {
     "train": ("train", "training"),
@@ -878,14 +882,17 @@ def _match(image_keys: Sequence[str], other_keys: Sequence[str], words: Sequence
 
 def _pair_folder(img_dir: Path, mask_dir: Path | None, inst_dir: Path | None,
                  labelled_required: bool, problems: list[str],
-                 warnings: list[str]) -> list[Sample]:
+                 warnings: list[str], only: set[str] | None = None) -> list[Sample]:
     """Pairs images with masks (and instance maps) by file name.
 
     Unlabelled images are allowed only where ``labelled_required`` is False
-    (test splits) and there is no masks folder at all.
+    (test splits) and there is no masks folder at all. ``only``: use just
+    the images with these names (split lists), ignore the others.
     """
     labelled_required = labelled_required or mask_dir is not None
     images = _unique_files(_list_files(img_dir, warnings), problems)
+    if only is not None:
+        images = {k: v for k, v in images.items() if k in only}
     if not images:
         problems.append(f"{img_dir}: empty, no image files ({', '.join(IMAGE_EXTENSIONS)}); "
                         "put the images there or point at the right folder.")
@@ -1033,7 +1040,7 @@ def _stack_label_pages(volume: Path, labels: Path, pages: int, problems: list[st
 
 
 def _discover_dir(folder: Path, split: str | None, problems: list[str],
-                  warnings: list[str]) -> dict[str, list[Sample]]:
+                  warnings: list[str], only: set[str] | None = None) -> dict[str, list[Sample]]:
     """Samples of one dataset folder (images/+masks/ and/or TIFF stacks)."""
     img_dir = _alias_dir(folder, IMAGE_DIR_NAMES, "image", problems)
     mask_dir = _alias_dir(folder, MASK_DIR_NAMES, "mask", problems)
@@ -1047,7 +1054,7 @@ def _discover_dir(folder: Path, split: str | None, problems: list[str],
                                          name != "test", problems, warnings)
         else:
             out[split or "all"] = _pair_folder(img_dir, mask_dir, inst_dir, split != "test",
-                                               problems, warnings)
+                                               problems, warnings, only)
     elif mask_dir is not None:
         problems.append(f"{mask_dir}: masks folder without an images folder; add images/ "
                         f"(or imgs/, inputs/) next to it in {folder}.")
@@ -1109,11 +1116,52 @@ def _discover(root: Path) -> tuple[Path, dict[str, list[Sample]], list[str], lis
         if "val" in samples and "train" not in samples:
             problems.append(f"{root}: has a {splits['val'].name}/ folder but no train/ folder; "
                             "add train/ with the training images and masks.")
+    elif (lists := _split_lists(root, problems)) is not None:
+        samples = _listed_samples(root, lists, problems, warnings)
     else:
         samples = _discover_dir(root, None, problems, warnings)
     samples = {k: sorted(samples[k], key=lambda s: _natural_key(s.name))
                for k in SPLIT_ORDER if k in samples}
     return root, samples, problems, warnings
+
+
+def _split_lists(root: Path, problems: list[str]) -> dict[str, list[str]] | None:
+    """Pascal VOC split lists {split: names} from ImageSets/Segmentation/*.txt, or None."""
+    folder = root
+    for name in SPLIT_LIST_DIR:
+        folder = _child_dirs(folder).get(name)
+        if folder is None:
+            return None
+    files = {p.stem.lower(): p for p in sorted(folder.glob("*.txt"))}
+    lists = {}
+    for split in ("train", "val"):  # VOC's test images come without masks: not used
+        path = next((files[a] for a in SPLIT_ALIASES[split] if a in files), None)
+        if path is None and split == "train":
+            path = files.get("trainval")
+        if path is not None:
+            # VOC detection lists carry a second column (" 1" / "-1"); keep the name.
+            lists[split] = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if "train" not in lists:
+        problems.append(f"{folder}: no train.txt (or trainval.txt) split list; add one with the "
+                        "training image names, one per line, or remove the folder.")
+        return None
+    return lists
+
+
+def _listed_samples(root: Path, lists: dict[str, list[str]], problems: list[str],
+                    warnings: list[str]) -> dict[str, list[Sample]]:
+    """Samples chosen and split by Pascal VOC lists; images not listed are ignored."""
+    listed = {n for names in lists.values() for n in names}
+    found = _discover_dir(root, None, problems, warnings, only=listed).get("all", [])
+    by_name = {s.name: s for s in found}
+    out = {}
+    for split, names in lists.items():
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            problems.append(f"{root}: {len(missing)} names in the {split} list have no image "
+                            f"(e.g. {missing[0]!r}); fix the list or add the images.")
+        out[split] = [by_name[n] for n in names if n in by_name]
+    return out
 
 
 def find_samples(root: str | Path, strict: bool = True) -> dict[str, list[Sample]]:

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -264,6 +265,14 @@ def _write_figures(out: Path, model, bundle, history: dict, tile_size) -> None:
 
 
 # --------------------------------------------------------------------------- train
+def _verbosity(verbose: int | None) -> int:
+    """Keras progress bars redraw one line, which piles up in log files: one line
+    per epoch there."""
+    if verbose is not None:
+        return verbose
+    return 1 if sys.stdout.isatty() else 2
+
+
 def _mixed_precision_policy(name: str) -> str:
     return {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}[name]
 
@@ -318,7 +327,7 @@ def _train(config: TrainConfig) -> TrainResult:
         compile_model(model, config, bundle.ignore_index, total_steps=steps * config.epochs)
     callbacks, nan_guard = _callbacks(config, out, chief, resume)
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps,
-              callbacks=callbacks, verbose=config.verbose, shuffle=False)
+              callbacks=callbacks, verbose=_verbosity(config.verbose), shuffle=False)
     if nan_guard.where is not None:
         epoch, batch, value = nan_guard.where
         raise TrainingDiverged(
