@@ -602,3 +602,23 @@ def test_pascal_voc_layout_with_split_lists(tmp_path):
 
     (lists / "val.txt").write_text("2007_000003\n2007_999999\n")
     assert problems_with(io.check_dataset(tmp_path), "1 names in the val list have no image")
+
+
+def test_side_by_side_pairs_in_patient_folders_split_by_patient(tmp_path):
+    # LGG-MRI style: one folder per patient, each slice next to its "_mask" file.
+    for p in range(5):
+        for k in range(1, 4):
+            write(tmp_path / f"patient{p}" / f"patient{p}_{k}.tif", image(30 * k))
+            write(tmp_path / f"patient{p}" / f"patient{p}_{k}_mask.tif", binary_mask())
+    (tmp_path / "data.csv").write_text("id\n")
+    report = io.check_dataset(tmp_path)
+    assert report.ok, report.problems
+    samples = report.samples["all"]
+    assert len(samples) == 15 and all(s.mask_path.name.endswith("_mask.tif") for s in samples)
+    train, val = io.split_samples(samples, 0.2, seed=3)
+    patients = lambda group: {s.name.split("/")[0] for s in group}  # noqa: E731
+    assert len(val) == 3 and len(patients(val)) == 1
+    assert not patients(train) & patients(val)
+
+    (tmp_path / "patient0" / "patient0_1_mask.tif").unlink()
+    assert problems_with(io.check_dataset(tmp_path), "patient0_1.tif: image without mask")

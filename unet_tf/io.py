@@ -11,6 +11,7 @@ Supported layouts (detected automatically, folder names case-insensitive)::
     root/{train,val,test}/images + .../masks     -> {"train": ..., "val": ..., "test": ...}
     root/images/{train,val}/ + root/masks/{train,val}/   (split inside the folders)
     root/train-volume.tif + root/train-labels.tif (ISBI 2012 multi-page stacks)
+    root/**/a.tif + root/**/a_mask.tif           (side by side, e.g. one folder per patient)
     root/JPEGImages + root/SegmentationClass (Pascal VOC; ImageSets/Segmentation/
         train.txt and val.txt, when present, choose the samples and the split)
 
@@ -1062,8 +1063,49 @@ def _discover_dir(folder: Path, split: str | None, problems: list[str],
         key = _stack_split(prefix, split)
         out.setdefault(key, []).extend(_stack_samples(prefix, files, key, problems))
     if img_dir is None and mask_dir is None and not out:
-        problems.append(_nothing_found(folder))
+        in_place = _pair_in_place(folder, split != "test", problems, warnings, only)
+        if in_place is None:
+            problems.append(_nothing_found(folder))
+        else:
+            out[split or "all"] = in_place
     return out
+
+
+def _pair_in_place(folder: Path, labelled_required: bool, problems: list[str],
+                   warnings: list[str], only: set[str] | None = None) -> list[Sample] | None:
+    """Images and masks side by side, in ``folder`` or any sub-folder of it
+    (e.g. one folder per patient: ``a_1.tif`` + ``a_1_mask.tif``).
+
+    A file is a mask (or an instance map) when its name is another file's name
+    plus a mask (instance) suffix. None when no file is, so the layout is not
+    this one.
+    """
+    found_warnings: list[str] = []
+    files = _unique_files(_list_files(folder, found_warnings), problems)
+    masks, instances = {}, {}
+    for key, path in files.items():
+        core = _strip_suffix(key, MASK_SUFFIXES)
+        if core is not None and core in files:
+            masks[core] = path
+            continue
+        core = _strip_suffix(key, ("instance", "instances", "inst", "ids"))
+        if core is not None and core in files:
+            instances[core] = path
+    if not masks:
+        return None
+    warnings.extend(found_warnings)
+    taken = {str(p) for p in (*masks.values(), *instances.values())}
+    samples = []
+    for key, path in files.items():
+        if str(path) in taken or (only is not None and key not in only):
+            continue
+        if key not in masks and labelled_required:
+            problems.append(f"{path}: image without mask; add {Path(key).name}_mask"
+                            f"{path.suffix} next to it or remove the image.")
+            continue
+        samples.append(Sample(name=key, image_path=path, mask_path=masks.get(key),
+                              instance_path=instances.get(key)))
+    return samples
 
 
 def _sub(folder: Path | None, name: str) -> Path | None:
@@ -1194,7 +1236,10 @@ def split_samples(samples: Sequence[Sample], val_fraction: float,
     """Deterministically splits samples into train and validation sets.
 
     The result depends only on the sample names, ``val_fraction`` and
-    ``seed``, not on the input order.
+    ``seed``, not on the input order. Samples in sub-folders (one folder per
+    patient or per specimen, say "patient1/slice3") are split by their
+    top-level folder, so that no folder lands on both sides and validation
+    measures generalisation to new patients rather than to neighbouring slices.
 
     Args:
         samples: Samples to split.
@@ -1213,12 +1258,22 @@ def split_samples(samples: Sequence[Sample], val_fraction: float,
     ordered = sorted(samples, key=lambda s: (s.name, str(s.image_path)))
     if len({(s.name, str(s.image_path)) for s in ordered}) != len(ordered):
         raise ValueError("split_samples got duplicate samples")
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(ordered):
+        groups.setdefault(s.name.split("/")[0] if "/" in s.name else s.name, []).append(i)
+    if len(groups) < 2:  # one folder: split its samples
+        groups = {str(i): [i] for i in range(len(ordered))}
+    keys = sorted(groups, key=_natural_key)
     n = len(ordered)
-    n_val = int(round(n * val_fraction))
-    if val_fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
-    perm = np.random.default_rng(seed).permutation(n)
-    val_idx = set(perm[:n_val].tolist())
+    target = n * val_fraction
+    val_idx: set[int] = set()
+    if val_fraction > 0 and len(keys) >= 2:
+        for g in np.random.default_rng(seed).permutation(len(keys)).tolist()[:-1]:
+            members = groups[keys[g]]
+            # Add whole groups while that brings the count closer to the target.
+            if val_idx and abs(len(val_idx) + len(members) - target) >= abs(len(val_idx) - target):
+                break
+            val_idx.update(members)
     train = [s for i, s in enumerate(ordered) if i not in val_idx]
     val = [s for i, s in enumerate(ordered) if i in val_idx]
     return train, val
