@@ -60,6 +60,36 @@ def test_predict_writes_masks_and_overlays(cells, model_path, tmp_path):
         np.testing.assert_array_equal(mask == 255, probs[..., 0] >= 0.5)
 
 
+def test_predict_on_a_dataset_folder_segments_images_not_masks(model_path, tmp_path):
+    # Patient folders with slices next to their masks, and a DSB-2018 style sample folder.
+    data = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for p in ("p1", "p2"):
+        (data / p).mkdir(parents=True)
+        for k in (1, 2):
+            cv2.imwrite(str(data / p / f"{p}_{k}.png"), rng.integers(0, 255, (40, 48), dtype=np.uint8))
+            cv2.imwrite(str(data / p / f"{p}_{k}_mask.png"), np.zeros((40, 48), np.uint8))
+    out = tmp_path / "pred"
+    result = CliRunner().invoke(main, ["predict", str(model_path), str(data), "--out", str(out),
+                                       "--no-overlays", "--tile-size", "32"])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["p1/p1_1.png", "p1/p1_2.png", "p2/p2_1.png", "p2/p2_2.png"]
+    assert cv2.imread(str(out / "p1" / "p1_1.png"), cv2.IMREAD_UNCHANGED).shape == (40, 48)
+
+    dsb = tmp_path / "dsb"
+    for sid in ("a1", "b2"):
+        (dsb / sid / "images").mkdir(parents=True)
+        (dsb / sid / "masks").mkdir()
+        cv2.imwrite(str(dsb / sid / "images" / f"{sid}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        for k in range(3):
+            cv2.imwrite(str(dsb / sid / "masks" / f"m{k}.png"), np.zeros((32, 32), np.uint8))
+    result = CliRunner().invoke(main, ["predict", str(model_path), str(dsb), "--out", str(tmp_path / "o2"),
+                                       "--no-overlays", "--tile-size", "32"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["a1.png", "b2.png"]
+
+
 def test_predict_reports_bad_inputs(model_path, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")

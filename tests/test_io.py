@@ -622,3 +622,26 @@ def test_side_by_side_pairs_in_patient_folders_split_by_patient(tmp_path):
 
     (tmp_path / "patient0" / "patient0_1_mask.tif").unlink()
     assert problems_with(io.check_dataset(tmp_path), "patient0_1.tif: image without mask")
+
+
+def test_one_folder_per_sample_with_one_mask_per_object(tmp_path):
+    # Data Science Bowl 2018: <id>/images/<id>.png (RGBA) and <id>/masks/<object>.png.
+    for sid in ("a", "b", "c"):
+        rgba = np.full((H, W, 4), 255, np.uint8)
+        write(tmp_path / sid / "images" / f"{sid}.png", rgba)
+        for k, cols in enumerate([(0, 2), (3, 5), (5, 7)]):
+            m = np.zeros((H, W), np.uint8)
+            m[1:4, cols[0]:cols[1]] = 255
+            write(tmp_path / sid / "masks" / f"obj{k}.png", m)
+    report = io.check_dataset(tmp_path)
+    assert report.ok, report.problems
+    sample = report.samples["all"][0]
+    assert sample.name == "a" and sample.mask_path.is_dir() and sample.instance_path == sample.mask_path
+    image, label = io.load_sample(sample, report.spec)
+    assert image.shape == (H, W, 3) and report.spec.mode == "binary"
+    assert label[1:4, [0, 1, 3, 4, 5, 6]].all() and label.sum() == 3 * 6
+    ids = io.read_instances(sample.instance_path)
+    assert set(np.unique(ids)) == {0, 1, 2, 3} and (ids[1:4, 5:7] == 3).all()  # overlap: later wins
+
+    write(tmp_path / "b" / "masks" / "obj9.png", np.zeros((H + 1, W), np.uint8))
+    assert problems_with(io.check_dataset(tmp_path), "obj9.png: object mask is")

@@ -12,6 +12,8 @@ Supported layouts (detected automatically, folder names case-insensitive)::
     root/images/{train,val}/ + root/masks/{train,val}/   (split inside the folders)
     root/train-volume.tif + root/train-labels.tif (ISBI 2012 multi-page stacks)
     root/**/a.tif + root/**/a_mask.tif           (side by side, e.g. one folder per patient)
+    root/<id>/images/<id>.png + root/<id>/masks/*.png  (one folder per sample, one binary
+        mask per object: Data Science Bowl 2018; the masks also give the instances)
     root/JPEGImages + root/SegmentationClass (Pascal VOC; ImageSets/Segmentation/
         train.txt and val.txt, when present, choose the samples and the split)
 
@@ -388,6 +390,8 @@ def read_mask_raw(path: str | Path, page: int | None = None,
         DatasetError: Unreadable file or an unsupported number of channels.
     """
     path = Path(path)
+    if path.is_dir():  # one binary mask per object
+        return np.where(_object_masks(path) > 0, 255, 0).astype(np.uint8)
     arr = _decode(path, page)
     if arr.ndim == 2:
         return arr
@@ -408,6 +412,28 @@ def read_mask_raw(path: str | Path, page: int | None = None,
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
         return rgb[..., 0].copy()
     return rgb
+
+
+def _object_masks(folder: Path) -> np.ndarray:
+    """Instance ids (int32) from a folder holding one binary mask per object
+    (Data Science Bowl 2018): object k (in name order) gets id k + 1."""
+    files = [p for p in sorted(folder.iterdir(), key=lambda p: _natural_key(p.name))
+             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")]
+    if not files:
+        raise DatasetError(f"{folder}: no mask files; put one binary mask per object there.")
+    ids = None
+    for k, file in enumerate(files, start=1):
+        raw = read_mask_raw(file)
+        if raw.ndim == 3:
+            raw = raw.max(axis=-1)
+        if ids is None:
+            ids = np.zeros(raw.shape, np.int32)
+        elif raw.shape != ids.shape:
+            raise DatasetError(f"{file}: object mask is {raw.shape[1]}x{raw.shape[0]}, the other "
+                               f"masks in {folder} are {ids.shape[1]}x{ids.shape[0]}; all must "
+                               "have the image's size.")
+        ids[raw > 0] = k  # where objects overlap, the later one wins
+    return ids
 
 
 def _palette_indices(bgr: np.ndarray, palette: list[tuple[int, int, int]]) -> np.ndarray | None:
@@ -446,6 +472,8 @@ def read_instances(path: str | Path, page: int | None = None) -> np.ndarray:
         DatasetError: Unreadable file or non-integer ids.
     """
     path = Path(path)
+    if path.is_dir():  # one binary mask per object
+        return _object_masks(path)
     raw = read_mask_raw(path, page)  # indexed PNG: palette indices are the ids
     if raw.ndim == 3:
         keys = _pack_rgb(raw)
@@ -1063,12 +1091,46 @@ def _discover_dir(folder: Path, split: str | None, problems: list[str],
         key = _stack_split(prefix, split)
         out.setdefault(key, []).extend(_stack_samples(prefix, files, key, problems))
     if img_dir is None and mask_dir is None and not out:
-        in_place = _pair_in_place(folder, split != "test", problems, warnings, only)
-        if in_place is None:
+        found = (_sample_folders(folder, split != "test", problems)
+                 or _pair_in_place(folder, split != "test", problems, warnings, only))
+        if found is None:
             problems.append(_nothing_found(folder))
         else:
-            out[split or "all"] = in_place
+            out[split or "all"] = found
     return out
+
+
+def _sample_folders(folder: Path, labelled_required: bool,
+                    problems: list[str]) -> list[Sample] | None:
+    """One sub-folder per sample, each with images/ holding its one image and
+    masks/ holding one mask, or one binary mask per object (Data Science Bowl
+    2018: ``<id>/images/<id>.png`` + ``<id>/masks/*.png``). None when the
+    sub-folders are not like that."""
+    children = [d for d in _child_dirs(folder).values()
+                if _alias_dir(d, IMAGE_DIR_NAMES, "image", []) is not None]
+    if not children or len(children) < len(_child_dirs(folder)) / 2:
+        return None
+    samples = []
+    for d in children:
+        img_dir = _alias_dir(d, IMAGE_DIR_NAMES, "image", problems)
+        images = _unique_files(_list_files(img_dir, []), problems)
+        if len(images) != 1:
+            problems.append(f"{img_dir}: {len(images)} images; a sample folder holds exactly one "
+                            "image (its masks go to masks/ next to it).")
+            continue
+        image = next(iter(images.values()))
+        mask_dir = _alias_dir(d, MASK_DIR_NAMES, "mask", problems)
+        masks = [] if mask_dir is None else list(_unique_files(_list_files(mask_dir, []), problems).values())
+        if not masks and labelled_required:
+            problems.append(f"{d}: no masks; add masks/ with the sample's mask (or one binary "
+                            "mask per object) or remove the folder.")
+            continue
+        if len(masks) == 1:
+            samples.append(Sample(d.name, image, masks[0]))
+        else:
+            samples.append(Sample(d.name, image, mask_dir if masks else None,
+                                  instance_path=mask_dir if masks else None))
+    return samples
 
 
 def _pair_in_place(folder: Path, labelled_required: bool, problems: list[str],

@@ -36,30 +36,53 @@ def resolve_model(model) -> object:
 
 
 def collect_images(inputs) -> list[Path]:
-    """Image files from files and folders (folders: their image files, sorted, not recursive)."""
-    files = []
+    """Image files from files and folders (see :func:`_collect`)."""
+    return [path for path, _, _ in _collect(inputs)]
+
+
+def _collect(inputs) -> list[tuple[Path, int | None, str]]:
+    """``(file, TIFF page or None, output name)`` for every image to segment.
+
+    A folder with image files in it gives those files (sorted, not recursive).
+    Any other folder is read as a dataset (every layout ``check-data`` knows:
+    images/ + masks/, split folders, one folder per sample or per patient,
+    TIFF stacks), and its images are segmented, never its masks; output names
+    keep the sample names, sub-folders included.
+    """
+    items = []
     for entry in inputs:
         path = Path(entry)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in io.IMAGE_EXTENSIONS)
-            if not found:
-                raise FileNotFoundError(f"{path}: no image files ({', '.join(io.IMAGE_EXTENSIONS)})")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
+        if path.is_file():
+            items.append((path, None, path.stem))
+        elif not path.is_dir():
             raise FileNotFoundError(f"{path}: no such file or folder")
-    return files
+        elif found := sorted(p for p in path.iterdir()
+                             if p.is_file() and p.suffix.lower() in io.IMAGE_EXTENSIONS):
+            items += [(p, None, p.stem) for p in found]
+        else:
+            items += _dataset_images(path)
+    return _unique_names(items)
 
 
-def _unique_stems(files: list[Path]) -> list[str]:
+def _dataset_images(folder: Path) -> list[tuple[Path, int | None, str]]:
+    splits = io.find_samples(folder, strict=False)
+    prefix = len(splits) > 1  # names are only unique within a split
+    items = [(s.image_path, s.page, f"{split}/{s.name}" if prefix else s.name)
+             for split, samples in splits.items() for s in samples]
+    if not items:
+        raise FileNotFoundError(f"{folder}: no image files ({', '.join(io.IMAGE_EXTENSIONS)}) "
+                                "and no dataset layout with images in it")
+    return [(path, page, name.replace("[", "_").replace("]", "")) for path, page, name in items]
+
+
+def _unique_names(items):
     seen: dict[str, int] = {}
-    stems = []
-    for f in files:
-        n = seen.get(f.stem, 0)
-        seen[f.stem] = n + 1
-        stems.append(f.stem if n == 0 else f"{f.stem}_{n}")
-    return stems
+    out = []
+    for path, page, name in items:
+        n = seen.get(name, 0)
+        seen[name] = n + 1
+        out.append((path, page, name if n == 0 else f"{name}_{n}"))
+    return out
 
 
 def _mask_image(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -74,19 +97,20 @@ def predict_files(model, inputs, out, *, tile_size=None, batch_size=4, threshold
     (``unet_tf.io.DatasetError``), after every readable one is written.
     """
     runtime = load_runtime(resolve_model(model))
-    files = collect_images(inputs)
+    items = _collect(inputs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     colors = plots.class_colors(max(2, runtime.num_classes))
     written, problems = [], []
 
     def run(items):
-        for path, stem in items:
+        for path, page, stem in items:
             try:
-                raw = io.read_image(path)
+                raw = io.read_image(path, page)
             except io.DatasetError as err:
                 problems.append(str(err))
                 continue
+            (out / stem).parent.mkdir(parents=True, exist_ok=True)
             probs = predict_tiled(runtime, prepare_image(raw, runtime.in_channels, runtime.input_scale),
                                   tile_size=tile_size, batch_size=batch_size, tta=tta)
             labels = to_labels(probs, threshold)
@@ -101,11 +125,10 @@ def predict_files(model, inputs, out, *, tile_size=None, batch_size=4, threshold
                 os.replace(tmp, out / f"{stem}_prob.npy")
             written.append(mask_path)
 
-    items = list(zip(files, _unique_stems(files)))
     if progress:
         import click
         with click.progressbar(items, label="Predicting", file=sys.stderr,
-                               item_show_func=lambda x: x[0].name if x else "") as bar:
+                               item_show_func=lambda x: x[2] if x else "") as bar:
             run(bar)
     else:
         run(items)
