@@ -645,3 +645,38 @@ def test_one_folder_per_sample_with_one_mask_per_object(tmp_path):
 
     write(tmp_path / "b" / "masks" / "obj9.png", np.zeros((H + 1, W), np.uint8))
     assert problems_with(io.check_dataset(tmp_path), "obj9.png: object mask is")
+
+
+def test_camvid_label_folders_beside_split_folders_with_class_dict_csv(tmp_path):
+    colors = [(128, 128, 128), (128, 64, 128), (0, 0, 0)]
+    (tmp_path / "class_dict.csv").write_text("name,r,g,b\nSky,128,128,128\nRoad,128,64,128\nVoid,0,0,0\n")
+    for split in ("train", "val"):
+        for i in range(2):
+            idx = np.arange(H * W).reshape(H, W) % 3
+            write(tmp_path / split / f"f{i}.png", image(40 * i))
+            write(tmp_path / f"{split}_labels" / f"f{i}_L.png", np.array(colors, np.uint8)[idx])
+    for i in range(2):
+        write(tmp_path / "test" / f"t{i}.png", image(5))      # test images without labels
+    report = io.check_dataset(tmp_path)
+    assert report.ok, report.problems
+    assert report.spec.mode == "palette" and report.spec.class_names == ["Sky", "Road"]
+    assert len(report.samples["train"]) == 2 and len(report.samples["val"]) == 2
+    assert [s.mask_path for s in report.samples["test"]] == [None, None]
+    label = io.load_sample(report.samples["train"][0], report.spec)[1]
+    idx = np.arange(H * W).reshape(H, W) % 3
+    np.testing.assert_array_equal(label, np.where(idx == 2, 255, idx))
+
+
+def test_mask_folders_named_after_the_image_folder_and_nested_trimaps(tmp_path):
+    for i in range(2):  # Carvana: train/ + train_masks/
+        write(tmp_path / "car" / "train" / f"c{i}.jpg", image(9))
+        write(tmp_path / "car" / "train_masks" / f"c{i}_mask.png", binary_mask())
+    report = io.check_dataset(tmp_path / "car")
+    assert report.ok, report.problems and len(report.samples["train"]) == 2
+    for i in range(2):  # Oxford-IIIT Pet: images/ + annotations/trimaps/
+        write(tmp_path / "pet" / "images" / f"Abyssinian_{i}.jpg", image(9))
+        write(tmp_path / "pet" / "annotations" / "trimaps" / f"Abyssinian_{i}.png",
+              np.full((H, W), 1 + i, np.uint8))
+    report = io.check_dataset(tmp_path / "pet", ignore_index=3)
+    assert report.ok, report.problems
+    assert [s.mask_path.parent.name for s in report.samples["all"]] == ["trimaps", "trimaps"]

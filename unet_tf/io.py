@@ -11,6 +11,8 @@ Supported layouts (detected automatically, folder names case-insensitive)::
     root/{train,val,test}/images + .../masks     -> {"train": ..., "val": ..., "test": ...}
     root/images/{train,val}/ + root/masks/{train,val}/   (split inside the folders)
     root/train-volume.tif + root/train-labels.tif (ISBI 2012 multi-page stacks)
+    root/{train,val,test}/*.png + root/{train,val,test}_labels/*.png  (CamVid; also
+        trainannot/, train_masks/), colours from class_dict.csv or classes.json
     root/**/a.tif + root/**/a_mask.tif           (side by side, e.g. one folder per patient)
     root/<id>/images/<id>.png + root/<id>/masks/*.png  (one folder per sample, one binary
         mask per object: Data Science Bowl 2018; the masks also give the instances)
@@ -49,6 +51,7 @@ __all__ = [
     "find_samples",
     "format_report",
     "infer_label_spec",
+    "load_class_dict_csv",
     "load_classes_json",
     "load_dataset",
     "load_mask",
@@ -84,6 +87,9 @@ IMAGE_SUFFIXES = ("img", "image", "im", "input", "sat", "rgb", "raw")
 SEPARATORS = "_-. "
 MAX_MASK_VALUES = 1024          # more distinct values than this is not a label mask
 CLASSES_FILE = "classes.json"
+CLASS_DICT_FILE = "class_dict.csv"  # CamVid / DeepGlobe: name,r,g,b per class
+# class_dict.csv has no ignore column: classes with these names become void.
+VOID_CLASS_NAMES = ("void", "unlabelled", "unlabeled", "ignore")
 CLASSES_HINT = 'expected [{"name": "road", "color": [128, 64, 128]}, ...]'
 _STACK_RE = re.compile(r"^(?P<prefix>.*?)[-_](?P<kind>volume|labels?|masks?|instances?)$",
                        re.IGNORECASE)
@@ -582,6 +588,43 @@ def load_classes_json(path: str | Path) -> tuple[list[str], list[tuple[int, int,
     return names, _check_palette(names, colors, ignore_colors, path), ignore_colors
 
 
+def load_class_dict_csv(path: str | Path) -> tuple[list[str], list[tuple[int, int, int]],
+                                                    list[tuple[int, int, int]]]:
+    """Class names and colours from a ``class_dict.csv`` (``name,r,g,b`` per
+    line, as CamVid and DeepGlobe ship them), in class-index order. Classes
+    named void / unlabelled / ignore are decoded to ``ignore_index``.
+
+    Returns:
+        (names, palette, ignore_colors) like :func:`load_classes_json`.
+    """
+    import csv
+
+    path = Path(path)
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read ({exc}).") from exc
+    rows = [[c.strip() for c in r] for r in rows if any(c.strip() for c in r)]
+    header = [c.lower() for c in rows[0]] if rows else []
+    cols = {k: header.index(k) for k in ("r", "g", "b") if k in header}
+    if len(cols) < 3:
+        raise DatasetError(f"{path}: expected a header with name,r,g,b columns, got {rows[:1]}.")
+    name_col = next((i for i, c in enumerate(header) if c in ("name", "class", "class_name")), 0)
+    names, colors, ignore_colors = [], [], []
+    for line, row in enumerate(rows[1:], start=2):
+        try:
+            color = tuple(int(row[cols[k]]) for k in ("r", "g", "b"))
+        except (ValueError, IndexError):
+            raise DatasetError(f"{path}: line {line} ({','.join(row)}) has no integer r,g,b.") from None
+        color = _parse_color(list(color), path, f"line {line}")
+        if row[name_col].lower() in VOID_CLASS_NAMES:
+            ignore_colors.append(color)
+        else:
+            names.append(row[name_col])
+            colors.append(color)
+    return names, _check_palette(names, colors, ignore_colors, path), ignore_colors
+
+
 def _classes_entries(data, path: Path) -> tuple[list, list[tuple[int, int, int]]]:
     if isinstance(data, list):
         return data, []
@@ -947,6 +990,7 @@ def _mask_map(images: dict[str, Path], mask_dir: Path | None, labelled_required:
     if not masks:
         problems.append(f"{mask_dir}: empty, no mask files; put one mask per image there.")
         return {}
+    masks = _drop_common_folder(masks, images)
     matches, ambiguous, unmatched = _match(list(images), list(masks), MASK_SUFFIXES)
     out = _invert_matches(matches, masks, problems, "mask")
     for key, imgs in ambiguous.items():
@@ -964,6 +1008,16 @@ def _mask_map(images: dict[str, Path], mask_dir: Path | None, labelled_required:
             problems.append(f"{path}: image without mask; add a mask with the same name to "
                             f"{mask_dir} or remove the image.")
     return out
+
+
+def _drop_common_folder(masks: dict[str, Path], images: dict[str, Path]) -> dict[str, Path]:
+    """Mask keys without a sub-folder that all of them share and no image has
+    (Oxford-IIIT Pet: images/a.jpg with annotations/trimaps/a.png)."""
+    tops = {k.split("/")[0] if "/" in k else None for k in masks}
+    if len(tops) != 1 or None in tops or any("/" in k for k in images):
+        return masks
+    cut = len(tops.pop()) + 1
+    return {k[cut:]: p for k, p in masks.items()}
 
 
 def _invert_matches(matches: dict[str, str], files: dict[str, Path],
@@ -1091,13 +1145,36 @@ def _discover_dir(folder: Path, split: str | None, problems: list[str],
         key = _stack_split(prefix, split)
         out.setdefault(key, []).extend(_stack_samples(prefix, files, key, problems))
     if img_dir is None and mask_dir is None and not out:
-        found = (_sample_folders(folder, split != "test", problems)
-                 or _pair_in_place(folder, split != "test", problems, warnings, only))
+        labelled = split != "test"
+        sibling = _sibling_masks(folder)
+        if sibling is not None:
+            found = _pair_folder(folder, sibling, None, labelled, problems, warnings, only)
+        else:
+            found = (_sample_folders(folder, labelled, problems)
+                     or _pair_in_place(folder, labelled, problems, warnings, only))
+        if found is None and not labelled and _has_images(folder):  # plain test images
+            found = _pair_folder(folder, None, None, False, problems, warnings, only)
         if found is None:
             problems.append(_nothing_found(folder))
         else:
             out[split or "all"] = found
     return out
+
+
+def _has_images(folder: Path) -> bool:
+    return any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
+
+
+def _sibling_masks(folder: Path) -> Path | None:
+    """The masks folder beside an images folder named after it: train/ with
+    train_labels/ (CamVid), trainannot/ (SegNet), train_masks/ (Carvana)."""
+    if not _has_images(folder):
+        return None
+    name = folder.name.lower()
+    names = {name + sep + w for sep in ("", *SEPARATORS) for w in (*MASK_SUFFIXES, "annot")}
+    names.discard(name + "l")  # "trainl" is not a label folder
+    found = [d for n, d in _child_dirs(folder.parent).items() if n in names and d != folder]
+    return found[0] if len(found) == 1 else None
 
 
 def _sample_folders(folder: Path, labelled_required: bool,
@@ -1401,10 +1478,10 @@ def _classes_candidates(root: Path | None, samples: Iterable[Sample]) -> list[Pa
             break
     seen, out = set(), []
     for d in dirs:
-        path = d / CLASSES_FILE
-        if path not in seen and path.is_file():
-            seen.add(path)
-            out.append(path)
+        for path in (d / CLASSES_FILE, d / CLASS_DICT_FILE):
+            if path not in seen and path.is_file():
+                seen.add(path)
+                out.append(path)
     return out
 
 
@@ -1426,13 +1503,14 @@ def _load_classes(root: Path | None, samples: Iterable[Sample], problems: list[s
     paths = _classes_candidates(root, samples)
     loaded = []
     for path in paths:
+        read = load_class_dict_csv if path.name == CLASS_DICT_FILE else load_classes_json
         try:
-            loaded.append((path, load_classes_json(path)))
+            loaded.append((path, read(path)))
         except DatasetError as exc:
             problems.extend(exc.problems)
     if len({json.dumps(c) for _, c in loaded}) > 1:
         names = ", ".join(str(p) for p, _ in loaded)
-        problems.append(f"classes.json files differ ({names}); keep one at the dataset root.")
+        problems.append(f"class files differ ({names}); keep one at the dataset root.")
     return loaded[0][1] if loaded else None
 
 
