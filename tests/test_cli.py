@@ -139,3 +139,14 @@ def test_object_counts_on_a_small_case():
     counts = object_counts(truth, pred)
     assert counts == dict(true_objects=5, predicted_objects=5, matched=1, merged=2, split=1,
                           missed=1, false_positives=1)
+
+
+def test_predicted_masks_use_the_training_masks_encoding():
+    from unet_tf.predict import _mask_image
+    labels = np.array([[0, 1], [2, 1]], np.uint8)
+    np.testing.assert_array_equal(_mask_image(labels[:1] % 2, 1), [[0, 255]])
+    np.testing.assert_array_equal(_mask_image(labels, 3), labels)
+    grey = [(0, 0, 0), (128, 128, 128), (255, 255, 255)]
+    np.testing.assert_array_equal(_mask_image(labels, 3, grey), [[0, 128], [255, 128]])
+    rgb = _mask_image(labels, 3, [(0, 0, 0), (128, 64, 128), (64, 0, 128)])
+    assert rgb.shape == (2, 2, 3) and tuple(rgb[1, 0]) == (64, 0, 128)

@@ -680,3 +680,26 @@ def test_mask_folders_named_after_the_image_folder_and_nested_trimaps(tmp_path):
     report = io.check_dataset(tmp_path / "pet", ignore_index=3)
     assert report.ok, report.problems
     assert [s.mask_path.parent.name for s in report.samples["all"]] == ["trimaps", "trimaps"]
+
+
+@pytest.mark.parametrize("levels, ignore_is_class", [((0, 128, 255), True), ((0, 85, 170, 255), True),
+                                                     ((0, 100, 200, 255), False)])
+def test_grey_coded_classes(tmp_path, levels, ignore_is_class):
+    bands = np.repeat(np.array(levels, np.uint8), -(-W // len(levels)))[:W]
+    make_pairs(tmp_path, n=2, mask_fn=lambda: np.tile(bands, (H, 1)))
+    report = io.check_dataset(tmp_path)
+    assert report.ok, report.problems
+    classes = levels if ignore_is_class else levels[:-1]
+    assert report.spec.num_labels == len(classes)
+    assert any("grey levels" in w for w in report.warnings)
+    label = io.load_sample(report.samples["all"][0], report.spec)[1]
+    expected = {v: k for k, v in enumerate(classes)}
+    np.testing.assert_array_equal(label[0], [expected.get(int(v), 255) for v in bands])
+
+
+def test_class_indices_with_void_are_not_grey_coded(tmp_path):
+    idx = (np.arange(H * W).reshape(H, W) % 21).astype(np.uint8)
+    idx[0] = 255
+    make_pairs(tmp_path, n=2, mask_fn=lambda: idx)
+    report = io.check_dataset(tmp_path)
+    assert report.spec.mode == "index" and report.spec.num_labels == 21

@@ -138,6 +138,7 @@ def _metadata(model, info: dict) -> dict:
         "in_channels": int(model.in_channels), "logits": bool(getattr(model, "logits", False)),
         "input_scale": float(info.get("input_scale", 1.0 / 255.0)),
         "class_names": (info.get("labels") or {}).get("class_names"),
+        "palette": (info.get("labels") or {}).get("palette"),
         "size_step": step, "min_input": min_in,
         "min_output": sizes.output_size(min_in, model.depth, model.padding),
         "margin": (min_in - sizes.output_size(min_in, model.depth, model.padding)) // 2,
@@ -633,7 +634,8 @@ def saved_model_runtime(path, input_scale: float | None = None):
 
     return Runtime(predict=predict, depth=meta["depth"], padding=meta["padding"],
                    num_classes=meta["num_classes"], in_channels=meta["in_channels"],
-                   input_scale=input_scale or meta["input_scale"], name="saved_model")
+                   input_scale=input_scale or meta["input_scale"], name="saved_model",
+                   palette=meta.get("palette"))
 
 
 def tflite_runtime(path, num_threads: int | None = None, input_scale: float | None = None):
@@ -650,7 +652,8 @@ def tflite_runtime(path, num_threads: int | None = None, input_scale: float | No
     return Runtime(predict=predict, depth=meta["depth"], padding=meta["padding"],
                    num_classes=meta["num_classes"], in_channels=meta["in_channels"],
                    input_scale=input_scale or meta["input_scale"], fixed_shape=shape,
-                   max_batch=1, name=f"tflite:{meta.get('variant', '')}")
+                   max_batch=1, name=f"tflite:{meta.get('variant', '')}",
+                   palette=meta.get("palette"))
 
 
 def _probabilities(y: np.ndarray, meta: dict) -> np.ndarray:

@@ -42,6 +42,9 @@ class Runtime:
         input_scale: factor from raw pixel values to the model's input.
         fixed_shape: ``(h, w)`` for runtimes with a fixed input shape (TFLite).
         max_batch: largest batch the runtime takes (TFLite: its batch size).
+        palette: the training masks' class colours ``[(r, g, b), ...]`` when
+            they were colour (or grey-level) coded, so predictions can be
+            written in the same encoding; None otherwise.
     """
     predict: Callable[[np.ndarray], np.ndarray]
     depth: int
@@ -52,6 +55,7 @@ class Runtime:
     fixed_shape: tuple[int, int] | None = None
     max_batch: int | None = None
     name: str = "keras"
+    palette: list | None = None
 
     def output_size(self, size: int) -> int:
         return sizes.output_size(size, self.depth, self.padding)
@@ -114,8 +118,11 @@ def load_runtime(model, *, input_scale: float | None = None, num_threads: int | 
         import keras
         import unet_tf.model  # noqa: F401 - registers the custom classes
         keras_model = keras.models.load_model(path, compile=False)
-        scale = input_scale if input_scale is not None else _sidecar(path).get("input_scale")
-        return KerasRuntime(keras_model, scale)
+        info = _sidecar(path)
+        scale = input_scale if input_scale is not None else info.get("input_scale")
+        runtime = KerasRuntime(keras_model, scale)
+        runtime.palette = (info.get("labels") or {}).get("palette")
+        return runtime
     if path.suffix == ".tflite":
         from .export import tflite_runtime
         return tflite_runtime(path, num_threads=num_threads, input_scale=input_scale)

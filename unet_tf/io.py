@@ -1554,7 +1554,45 @@ def _infer(stats: list[_MaskStat], classes, ignore_index: int, num_classes: int 
             and _binary_ok(names, num_classes):
         return _binary_spec(grey, names, ignore_index, warnings)
     _check_noise(grey, problems, warnings)
+    coded = _grey_coded_spec(grey, names, ignore_index, num_classes, warnings)
+    if coded is not None:
+        return coded
     return _index_spec(grey, names, ignore_index, num_classes, problems, warnings)
+
+
+def _grey_coded_spec(stats: list[_MaskStat], names: list[str], ignore_index: int,
+                     num_classes: int | None, warnings: list[str]) -> LabelSpec | None:
+    """Classes stored as a few spread-out grey levels (0/128/255, 0/85/170/255),
+    as exported by many annotation tools: class k is the k-th smallest level.
+
+    The ignore value counts as a class when the levels, it included, are
+    evenly spaced (0/128/255 is three classes); otherwise it stays void.
+    None when the values look like class indices (0..C-1, VOC's 0..20 + 255).
+    """
+    if any(_is_lossy(s) for s in stats):
+        return None
+    levels = sorted(set().union(*(s.values.tolist() for s in stats)))
+    non_void = [v for v in levels if v != ignore_index]
+    if not non_void or len(levels) > 32 or max(levels) > 255 or max(non_void) < 2 * len(non_void):
+        return None
+    steps = np.diff(levels)
+    spaced = len(levels) >= 3 and steps.max() - steps.min() <= 2
+    if num_classes is not None:  # an explicit count settles the ignore value's role
+        void_is_class = num_classes == len(levels) != len(non_void)
+    else:
+        void_is_class = ignore_index in levels and spaced
+    classes = levels if void_is_class else non_void
+    if num_classes is not None and num_classes != len(classes):
+        return None  # let _index_spec report the mismatch
+    mapping = ", ".join(f"{v} -> {k}" for k, v in enumerate(classes))
+    warnings.append(f"masks hold the grey levels {_fmt_values(levels)}, read as {len(classes)} "
+                    f"classes ({mapping})" + ("" if void_is_class or ignore_index not in levels
+                                              else f"; {ignore_index} is void") + ".")
+    class_names = names if len(names) == len(classes) else [f"level_{v}" for v in classes]
+    ignore_colors = [] if void_is_class or ignore_index not in levels else \
+        [(ignore_index,) * 3]
+    return LabelSpec("palette", len(classes), ignore_index, class_names,
+                     [(v, v, v) for v in classes], ignore_colors)
 
 
 def _is_lossy(stat: _MaskStat) -> bool:

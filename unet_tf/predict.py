@@ -85,8 +85,17 @@ def _unique_names(items):
     return out
 
 
-def _mask_image(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    return (labels * 255).astype(np.uint8) if num_classes == 1 else labels
+def _mask_image(labels: np.ndarray, num_classes: int, palette=None) -> np.ndarray:
+    """Predicted classes in the training masks' encoding: 0/255 for binary
+    models, the class colours (or grey levels) for colour-coded training
+    masks, class indices otherwise."""
+    if num_classes == 1:
+        return (labels * 255).astype(np.uint8)
+    if palette:
+        lut = np.asarray(palette, np.uint8)
+        grey = bool(np.all(lut == lut[:, :1]))
+        return lut[labels, 0] if grey else lut[labels]
+    return labels
 
 
 def predict_files(model, inputs, out, *, tile_size=None, batch_size=4, threshold=0.5, tta=False,
@@ -100,7 +109,7 @@ def predict_files(model, inputs, out, *, tile_size=None, batch_size=4, threshold
     items = _collect(inputs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    colors = plots.class_colors(max(2, runtime.num_classes))
+    colors = plots.class_colors(max(2, runtime.num_classes), runtime.palette)
     written, problems = [], []
 
     def run(items):
@@ -115,7 +124,7 @@ def predict_files(model, inputs, out, *, tile_size=None, batch_size=4, threshold
                                   tile_size=tile_size, batch_size=batch_size, tta=tta)
             labels = to_labels(probs, threshold)
             mask_path = out / f"{stem}.png"
-            plots.write_png(mask_path, _mask_image(labels, runtime.num_classes))
+            plots.write_png(mask_path, _mask_image(labels, runtime.num_classes, runtime.palette))
             if overlays:
                 plots.write_png(out / f"{stem}_overlay.png", plots.overlay(raw, labels, colors))
             if probabilities:
