@@ -703,3 +703,24 @@ def test_class_indices_with_void_are_not_grey_coded(tmp_path):
     make_pairs(tmp_path, n=2, mask_fn=lambda: idx)
     report = io.check_dataset(tmp_path)
     assert report.spec.mode == "index" and report.spec.num_labels == 21
+
+
+def test_multi_page_tiffs_paired_by_name_give_one_sample_per_page(tmp_path):
+    # EPFL hippocampus EM style: training.tif + training_groundtruth.tif, testing.tif + ...
+    pages = [np.full((H, W), 10 * k, np.uint8) for k in range(4)]
+    masks = [binary_mask() for _ in range(4)]
+    for name in ("training", "testing"):
+        assert cv2.imwritemulti(str(tmp_path / f"{name}.tif"), pages)
+        assert cv2.imwritemulti(str(tmp_path / f"{name}_groundtruth.tif"), masks)
+    report = io.check_dataset(tmp_path)
+    assert report.ok, report.problems
+    assert [s.name for s in report.samples["train"]] == [f"training[{k}]" for k in range(4)]
+    assert len(report.samples["test"]) == 4
+    image, label = io.load_sample(report.samples["train"][2], report.spec)
+    assert image.max() == 20 and label.sum() == binary_mask().astype(bool).sum()
+
+    # A mask with fewer pages: the first page only, with a warning.
+    assert cv2.imwritemulti(str(tmp_path / "testing_groundtruth.tif"), masks[:1])
+    report = io.check_dataset(tmp_path)
+    assert len(report.samples["test"]) == 1
+    assert any("has 4 pages but its mask" in w for w in report.warnings)

@@ -80,7 +80,8 @@ SPLIT_ALIASES = {
 SPLIT_ORDER = ("train", "val", "test", "all")
 # Suffix words a mask/instance/image stem may carry after a separator.
 MASK_SUFFIXES = ("mask", "masks", "label", "labels", "gt", "seg", "segmentation",
-                 "annotation", "annotations", "anno", "target", "l")
+                 "annotation", "annotations", "anno", "target", "l", "groundtruth",
+                 "ground_truth")
 INSTANCE_SUFFIXES = ("instance", "instances", "inst", "ids", "id", "mask", "masks",
                      "label", "labels")
 IMAGE_SUFFIXES = ("img", "image", "im", "input", "sat", "rgb", "raw")
@@ -1156,8 +1157,40 @@ def _discover_dir(folder: Path, split: str | None, problems: list[str],
             found = _pair_folder(folder, None, None, False, problems, warnings, only)
         if found is None:
             problems.append(_nothing_found(folder))
+        elif split is None:  # training.tif + testing.tif (EPFL EM stacks): split by name
+            for sample in found:
+                out.setdefault(_stack_split(sample.name, None), []).append(sample)
         else:
-            out[split or "all"] = found
+            out[split] = found
+    return out
+
+
+def _expand_pages(samples: list[Sample], problems: list[str],
+                  warnings: list[str]) -> list[Sample]:
+    """Multi-page TIFF images paired by name: one sample per page when the mask
+    has as many pages; otherwise the first page only, with a warning."""
+    out = []
+    for s in samples:
+        pages = 1
+        if (s.page is None and s.image_path.suffix.lower() in (".tif", ".tiff")
+                and (s.mask_path is None or s.mask_path.is_file())):
+            pages = _page_count(s.image_path)
+        if pages <= 1:
+            out.append(s)
+            continue
+        mask_pages = pages if s.mask_path is None else _page_count(s.mask_path)
+        if mask_pages != pages:
+            warnings.append(f"{s.image_path} has {pages} pages but its mask {s.mask_path} has "
+                            f"{mask_pages}; only the first page is used.")
+            out.append(s)
+            continue
+        inst = s.instance_path
+        if inst is not None and _page_count(inst) != pages:
+            problems.append(f"{inst}: {_page_count(inst)} pages but {s.image_path} has {pages}; "
+                            "instance stacks need one page per image page.")
+            inst = None
+        out += [Sample(f"{s.name}[{i}]", s.image_path, s.mask_path, inst, page=i)
+                for i in range(pages)]
     return out
 
 
@@ -1301,7 +1334,8 @@ def _discover(root: Path) -> tuple[Path, dict[str, list[Sample]], list[str], lis
         samples = _listed_samples(root, lists, problems, warnings)
     else:
         samples = _discover_dir(root, None, problems, warnings)
-    samples = {k: sorted(samples[k], key=lambda s: _natural_key(s.name))
+    samples = {k: sorted(_expand_pages(samples[k], problems, warnings),
+                         key=lambda s: _natural_key(s.name))
                for k in SPLIT_ORDER if k in samples}
     return root, samples, problems, warnings
 
