@@ -724,3 +724,27 @@ def test_multi_page_tiffs_paired_by_name_give_one_sample_per_page(tmp_path):
     report = io.check_dataset(tmp_path)
     assert len(report.samples["test"]) == 1
     assert any("has 4 pages but its mask" in w for w in report.warnings)
+
+
+def test_sixteen_bit_instance_id_masks_are_read_as_instances(tmp_path):
+    # Cell tracking challenge / BBBC style: each object its own id, 16-bit.
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        ids = np.zeros((40, 40), np.uint16)
+        for k in range(1, 11 + i):
+            y, x = rng.integers(0, 36, 2)
+            ids[y:y + 4, x:x + 4] = k + 100 * i        # ids differ between images
+        write(tmp_path / "images" / f"t{i}.tif", image(9, h=40, w=40))
+        write(tmp_path / "masks" / f"t{i}.tif", ids)
+    report = io.check_dataset(tmp_path)
+    assert report.ok, report.problems
+    assert report.spec.mode == "instance" and report.spec.num_labels == 2
+    sample = report.samples["all"][1]
+    assert sample.instance_path == sample.mask_path
+    label = io.load_sample(sample, report.spec)[1]
+    np.testing.assert_array_equal(label, io.read_instances(sample.instance_path) != 0)
+    assert any("instance-id maps" in w for w in report.warnings)
+    # 16-bit class masks with a few values stay class indices.
+    for i in range(3):
+        write(tmp_path / "masks" / f"t{i}.tif", np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) % 4)
+    assert io.check_dataset(tmp_path).spec.mode == "index"

@@ -28,6 +28,7 @@ Conventions:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -136,7 +137,7 @@ class Sample:
     page: int | None = None
 
 
-_MODES = ("binary", "index", "palette")
+_MODES = ("binary", "index", "palette", "instance")
 
 
 @dataclass
@@ -145,8 +146,9 @@ class LabelSpec:
 
     Attributes:
         mode: "binary" (0/255, 0/1 or 0/65535 -> 0/1), "index" (values are class
-            indices 0..C-1 plus ``ignore_index``) or "palette" (RGB colours mapped
-            through classes.json).
+            indices 0..C-1 plus ``ignore_index``), "palette" (RGB colours mapped
+            through classes.json) or "instance" (masks are instance-id maps:
+            any id is foreground, and the ids feed the weight map).
         num_labels: Number of classes (binary -> 2).
         ignore_index: Value written for void pixels; losses should skip it.
         class_names: One name per class (defaults filled in when empty).
@@ -164,8 +166,8 @@ class LabelSpec:
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
             raise ValueError(f"LabelSpec.mode must be one of {_MODES}, got {self.mode!r}")
-        if self.mode == "binary" and self.num_labels != 2:
-            raise ValueError(f"binary LabelSpec needs num_labels=2, got {self.num_labels}")
+        if self.mode in ("binary", "instance") and self.num_labels != 2:
+            raise ValueError(f"{self.mode} LabelSpec needs num_labels=2, got {self.num_labels}")
         if self.num_labels < 1:
             raise ValueError(f"LabelSpec.num_labels must be >= 1, got {self.num_labels}")
         if self.mode == "palette" and len(self.palette or []) != self.num_labels:
@@ -211,7 +213,7 @@ class LabelSpec:
 
 
 def _default_names(mode: str, num_labels: int) -> list[str]:
-    if mode == "binary":
+    if mode in ("binary", "instance"):
         return ["background", "foreground"]
     return [f"class_{i}" for i in range(num_labels)]
 
@@ -697,6 +699,8 @@ def decode_mask(raw: np.ndarray, spec: LabelSpec, strict: bool = True) -> np.nda
         raise DatasetError("mask has non-integer values; save masks as integer PNG/TIFF.")
     if spec.mode == "binary":
         return _decode_binary(raw, strict)
+    if spec.mode == "instance":
+        return (raw != 0).astype(np.int32)
     return _decode_index(raw, spec, strict)
 
 
@@ -993,6 +997,11 @@ def _mask_map(images: dict[str, Path], mask_dir: Path | None, labelled_required:
         return {}
     masks = _drop_common_folder(masks, images)
     matches, ambiguous, unmatched = _match(list(images), list(masks), MASK_SUFFIXES)
+    if not matches and (by_number := _match_numbers(list(images), list(masks))):
+        matches, ambiguous, unmatched = by_number, {}, [k for k in masks if k not in by_number]
+        image, mask = next(iter(by_number.values())), next(iter(by_number))
+        warnings.append(f"{mask_dir}: no mask is named like an image; masks are matched to "
+                        f"images by the number in their names ({image!r} <- {mask!r}).")
     out = _invert_matches(matches, masks, problems, "mask")
     for key, imgs in ambiguous.items():
         names = ", ".join(str(images[i]) for i in imgs)
@@ -1009,6 +1018,25 @@ def _mask_map(images: dict[str, Path], mask_dir: Path | None, labelled_required:
             problems.append(f"{path}: image without mask; add a mask with the same name to "
                             f"{mask_dir} or remove the image.")
     return out
+
+
+def _match_numbers(image_keys: Sequence[str], other_keys: Sequence[str]) -> dict[str, str]:
+    """{other: image} by the last number in each name (t000 <- man_seg000, as the
+    cell tracking challenge names them), when that number is unique on both
+    sides and every image finds its mask; else {}."""
+    def numbers(keys):
+        found = {}
+        for key in keys:
+            digits = re.findall(r"\d+", key.rsplit("/", 1)[-1])
+            if not digits:
+                return None
+            found.setdefault(int(digits[-1]), []).append(key)
+        return None if any(len(v) > 1 for v in found.values()) else {n: v[0] for n, v in found.items()}
+
+    imgs, others = numbers(image_keys), numbers(other_keys)
+    if not imgs or not others or not set(imgs) <= set(others):
+        return {}
+    return {others[n]: imgs[n] for n in imgs}
 
 
 def _drop_common_folder(masks: dict[str, Path], images: dict[str, Path]) -> dict[str, Path]:
@@ -1464,6 +1492,7 @@ class _MaskStat:
     values: np.ndarray
     counts: np.ndarray
     shape: tuple[int, int]
+    dtype: str = "uint8"
 
     @property
     def where(self) -> str:
@@ -1495,7 +1524,7 @@ def _mask_stat(sample: Sample, expand_palette: bool) -> _MaskStat:
         raise DatasetError(f"{where}: mask has {len(values)} distinct values, too many for "
                            "class labels; is it an image or an instance map (put those in "
                            f"instances/)?{hint}")
-    return _MaskStat(sample, rgb, values, counts, raw.shape[:2])
+    return _MaskStat(sample, rgb, values, counts, raw.shape[:2], str(raw.dtype))
 
 
 def _classes_candidates(root: Path | None, samples: Iterable[Sample]) -> list[Path]:
@@ -1587,6 +1616,12 @@ def _infer(stats: list[_MaskStat], classes, ignore_index: int, num_classes: int 
     if all(_is_binary_file(s.values) or _is_near_binary(s) for s in grey) \
             and _binary_ok(names, num_classes):
         return _binary_spec(grey, names, ignore_index, warnings)
+    if not names and num_classes in (None, 1, 2) and _are_instance_maps(grey):
+        objects = int(np.median([np.count_nonzero(s.values) for s in grey]))
+        warnings.append(f"masks are 16-bit instance-id maps (about {objects} objects per image): "
+                        "any id is foreground, and the ids feed the weight map. Pass "
+                        "num_classes to read them as class indices instead.")
+        return LabelSpec("instance", 2, ignore_index)
     _check_noise(grey, problems, warnings)
     coded = _grey_coded_spec(grey, names, ignore_index, num_classes, warnings)
     if coded is not None:
@@ -1627,6 +1662,17 @@ def _grey_coded_spec(stats: list[_MaskStat], names: list[str], ignore_index: int
         [(ignore_index,) * 3]
     return LabelSpec("palette", len(classes), ignore_index, class_names,
                      [(v, v, v) for v in classes], ignore_colors)
+
+
+def _are_instance_maps(stats: list[_MaskStat]) -> bool:
+    """16-bit masks numbering their objects (cell tracking challenge, BBBC):
+    ids beyond 8 bits, or typically 8 or more ids per image. A few values
+    (class indices saved as 16-bit) do not count; num_classes overrides."""
+    if not stats or any(s.dtype not in ("uint16", "int32") for s in stats):
+        return False
+    if any(s.values.max() > 255 for s in stats):
+        return True
+    return float(np.median([np.count_nonzero(s.values) for s in stats])) >= 8
 
 
 def _is_lossy(stat: _MaskStat) -> bool:
@@ -1779,6 +1825,8 @@ def _stat_classes(stat: _MaskStat, spec: LabelSpec) -> tuple[np.ndarray, np.ndar
     if spec.mode == "binary":
         fg = values > _binary_threshold(values.max() if len(values) else 0)
         return fg.astype(np.int64), values >= 0
+    if spec.mode == "instance":
+        return (values != 0).astype(np.int64), np.ones(len(values), bool)
     if spec.mode == "index":
         known = ((values >= 0) & (values < spec.num_labels)) | (values == spec.ignore_index)
         return values, known
@@ -1945,6 +1993,10 @@ def check_dataset(root: str | Path, num_classes: int | None = None,
                       warnings)
     if spec is not None:
         problems.extend(p for _, s in stats if (p := _validate_stat(s, spec)))
+    if spec is not None and spec.mode == "instance":  # the masks are the instance maps too
+        samples = {k: [s if s.instance_path or s.mask_path is None
+                       else dataclasses.replace(s, instance_path=s.mask_path) for s in v]
+                   for k, v in samples.items()}
     summary = _summarise(root, samples, images, stats, spec)
     return DatasetReport(root, samples, spec, problems, warnings, summary)
 
