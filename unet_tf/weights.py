@@ -243,16 +243,18 @@ def _border_tiles(y0, y1, x0, x1, m: float, shape):
     if k < 2 or g_max < 1:
         return np.zeros(0, np.int64), np.zeros((0, 4), np.int64)
 
+    # Rows and columns side by side: index 0 = rows (y), 1 = columns (x).
+    lo, hi = np.stack([y0, x0]), np.stack([y1, x1])
+
     # Neighbour pairs: a lower bound of the distance between the two boxes <= m
     # (d_A + d_X >= dist(A, X)). Chunked to bound memory for many instances.
     pa_list, px_list = [], []
-    chunk = max(1, (1 << 20) // k)
+    chunk = max(1, (1 << 19) // k)
     for s in range(0, k, chunk):
-        a = np.arange(s, min(k, s + chunk))[:, None]
-        dy = np.maximum(0, np.maximum(y0[None, :] - y1[a], y0[a] - y1[None, :]))
-        dx = np.maximum(0, np.maximum(x0[None, :] - x1[a], x0[a] - x1[None, :]))
-        near = (dy * dy + dx * dx) <= m * m
-        near[np.arange(a.shape[0]), a[:, 0]] = False
+        a = np.arange(s, min(k, s + chunk))
+        gap = np.maximum(0, np.maximum(lo[:, None, :] - hi[:, a, None], lo[:, a, None] - hi[:, None, :]))
+        near = gap[0] * gap[0] + gap[1] * gap[1] <= m * m
+        near[np.arange(a.size), a] = False
         ia, ix = np.nonzero(near)
         pa_list.append(ia + s)
         px_list.append(ix)
@@ -262,36 +264,27 @@ def _border_tiles(y0, y1, x0, x1, m: float, shape):
         return np.zeros(0, np.int64), np.zeros((0, 4), np.int64)
 
     # Lens bounding box per pair, clipped to G around both boxes and the image.
-    ay0, ay1, ax0, ax1 = y0[pa], y1[pa], x0[pa], x1[pa]
-    by0, by1, bx0, bx1 = y0[px], y1[px], x0[px], x1[px]
-    gx = np.maximum(0, np.maximum(bx0 - ax1, ax0 - bx1)).astype(np.float64)
-    gy = np.maximum(0, np.maximum(by0 - ay1, ay0 - by1)).astype(np.float64)
-    ty = np.sqrt(np.maximum(m * m - gx * gx, 0.0))
-    tx = np.sqrt(np.maximum(m * m - gy * gy, 0.0))
-    r0 = np.maximum.reduce([_lens_low(ay0, by0, ty), ay0 - g_max, by0 - g_max, np.zeros_like(ay0)])
-    r1 = np.minimum.reduce([-_lens_low(-ay1, -by1, ty), ay1 + g_max, by1 + g_max, np.full_like(ay1, h - 1)])
-    c0 = np.maximum.reduce([_lens_low(ax0, bx0, tx), ax0 - g_max, bx0 - g_max, np.zeros_like(ax0)])
-    c1 = np.minimum.reduce([-_lens_low(-ax1, -bx1, tx), ax1 + g_max, bx1 + g_max, np.full_like(ax1, w - 1)])
+    a_lo, a_hi, b_lo, b_hi = lo[:, pa], hi[:, pa], lo[:, px], hi[:, px]
+    gap = np.maximum(0, np.maximum(b_lo - a_hi, a_lo - b_hi)).astype(np.float64)
+    t = np.sqrt(np.maximum(m * m - gap[::-1] ** 2, 0.0))  # rows use the column gap and back
+    low = np.maximum(np.maximum(_lens_low(a_lo, b_lo, t), np.maximum(a_lo, b_lo) - g_max), 0)
+    high = np.minimum(np.minimum(-_lens_low(-a_hi, -b_hi, t), np.minimum(a_hi, b_hi) + g_max),
+                      np.array([[h - 1], [w - 1]]))
     big = np.int64(1) << 40
-    empty = (r0 > r1) | (c0 > c1)
-    r0, c0 = np.where(empty, big, r0), np.where(empty, big, c0)
-    r1, c1 = np.where(empty, -big, r1), np.where(empty, -big, c1)
+    empty = (low > high).any(axis=0)
+    low[:, empty] = big
+    high[:, empty] = -big
 
     # Hull per instance (pairs are grouped by pa, which is sorted).
     starts = np.flatnonzero(np.concatenate(([True], pa[1:] != pa[:-1])))
-    inst = pa[starts]
-    r0 = np.minimum.reduceat(r0, starts)
-    r1 = np.maximum.reduceat(r1, starts)
-    c0 = np.minimum.reduceat(c0, starts)
-    c1 = np.maximum.reduceat(c1, starts)
-    keep = (r0 <= r1) & (c0 <= c1)
-    inst, r0, r1, c0, c1 = inst[keep], r0[keep], r1[keep], c0[keep], c1[keep]
+    low = np.minimum.reduceat(low, starts, axis=1)
+    high = np.maximum.reduceat(high, starts, axis=1)
+    keep = (low <= high).all(axis=0)
+    inst, low, high = pa[starts][keep], low[:, keep], high[:, keep]
     # Add the part of the instance's own box that can hold a nearest pixel.
-    r0 = np.minimum(r0, np.maximum(y0[inst], r0 - g_max))
-    r1 = np.maximum(r1, np.minimum(y1[inst], r1 + g_max))
-    c0 = np.minimum(c0, np.maximum(x0[inst], c0 - g_max))
-    c1 = np.maximum(c1, np.minimum(x1[inst], c1 + g_max))
-    return inst, np.stack([r0, r1, c0, c1], axis=1)
+    low = np.minimum(low, np.maximum(lo[:, inst], low - g_max))
+    high = np.maximum(high, np.minimum(hi[:, inst], high + g_max))
+    return inst, np.stack([low[0], high[0], low[1], high[1]], axis=1)
 
 
 def _insert(d1, d2, d, r0, r1, c0, c1):
