@@ -71,10 +71,12 @@ def test_predict_on_a_dataset_folder_segments_images_not_masks(model_path, tmp_p
             cv2.imwrite(str(data / p / f"{p}_{k}_mask.png"), np.zeros((40, 48), np.uint8))
     out = tmp_path / "pred"
     result = CliRunner().invoke(main, ["predict", str(model_path), str(data), "--out", str(out),
-                                       "--no-overlays", "--tile-size", "32"])
+                                       "--no-overlays", "--tile-size", "32", "--probabilities"])
     assert result.exit_code == 0, result.output
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert written == ["p1/p1_1.png", "p1/p1_2.png", "p2/p2_1.png", "p2/p2_2.png"]
+    assert np.load(out / "p2" / "p2_1_prob.npy").shape == (40, 48, 1)
+    assert not [p for p in out.rglob(".*")]                  # no temporary files left
     assert cv2.imread(str(out / "p1" / "p1_1.png"), cv2.IMREAD_UNCHANGED).shape == (40, 48)
 
     dsb = tmp_path / "dsb"

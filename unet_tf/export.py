@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import sizes
+from .files import atomic_write, atomic_write_json
 
 __all__ = ["ExportError", "ExportOptions", "export_model", "load_keras_model", "float32_clone",
            "saved_model_runtime", "tflite_runtime", "GPU_DELEGATE_OPS", "TFLITE_VARIANTS"]
@@ -458,11 +459,8 @@ def _export_tflite(model, meta: dict, shape, variant: str, out_dir: Path, name: 
     # Only a verified model is written: temporary file, then rename.
     file_name = f"{name}_{shape[0]}x{shape[1]}_{variant}.tflite"
     path = out_dir / file_name
-    tmp_path = path.with_name(f".{file_name}.tmp")
-    tmp_path.write_bytes(content)
-    os.replace(tmp_path, path)
-    (out_dir / f"{path.stem}.json").write_text(json.dumps(meta | {"variant": variant,
-                                                                  "shape": list(shape)}, indent=2))
+    atomic_write(path, content)
+    atomic_write_json(out_dir / f"{path.stem}.json", meta | {"variant": variant, "shape": list(shape)})
     entry |= {"path": str(path), "size_bytes": len(content)}
     return entry
 
@@ -580,9 +578,7 @@ def export_model(model_path, out, *, data: str | None = None,
                     entry["calibration_tiles"] = len(calibration)
                 report["artifacts"].append({"kind": "tflite"} | entry)
     report_path = out / "export_report.json"
-    tmp_report = report_path.with_name(".export_report.json.tmp")
-    tmp_report.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp_report, report_path)
+    atomic_write_json(report_path, report, default=str)
     log(format_report(report))
     failures = [a["error"] for a in report["artifacts"] if not a["ok"]]
     if failures:

@@ -11,6 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .files import atomic_write
+
 __all__ = ["class_colors", "to_uint8", "overlay", "colorize", "draw_curves", "draw_samples",
            "write_png"]
 
@@ -78,9 +80,7 @@ def write_png(path: str | Path, rgb: np.ndarray) -> None:
     ok, buffer = cv2.imencode(".png", np.ascontiguousarray(array))
     if not ok:
         raise OSError(f"{path}: could not encode PNG")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.tobytes())
-    tmp.replace(path)
+    atomic_write(path, buffer.tobytes())
 
 
 def _text(canvas, text, xy, scale=0.45, color=_BLACK, thickness=1):

@@ -10,8 +10,7 @@ counts at IoU 0.5: matched, split, merged, missed, plus false positives.
 """
 from __future__ import annotations
 
-import json
-import os
+import io as io_bytes
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 
 from . import io, plots
+from .files import atomic_write, atomic_write_json
 from .inference import load_runtime, predict_tiled, prepare_image, to_labels
 from .metrics import PixelCounts
 
@@ -128,10 +128,9 @@ def predict_files(model, inputs, out, *, tile_size=None, batch_size=4, threshold
             if overlays:
                 plots.write_png(out / f"{stem}_overlay.png", plots.overlay(raw, labels, colors))
             if probabilities:
-                tmp = out / f".{stem}_prob.npy.tmp"
-                with open(tmp, "wb") as f:
-                    np.save(f, probs)
-                os.replace(tmp, out / f"{stem}_prob.npy")
+                buffer = io_bytes.BytesIO()
+                np.save(buffer, probs)
+                atomic_write(out / f"{stem}_prob.npy", buffer.getvalue())
             written.append(mask_path)
 
     if progress:
@@ -233,9 +232,7 @@ def evaluate_folder(model, data, *, split=None, out=None, tile_size=None, thresh
     report_path = Path(out) if out else (Path(model).parent if isinstance(model, (str, Path))
                                          else Path(".")) / "evaluation.json"
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = report_path.with_name(f".{report_path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, report_path)
+    atomic_write_json(report_path, result)
     result["report_path"] = str(report_path)
     return result
 

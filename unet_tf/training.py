@@ -36,6 +36,7 @@ import tensorflow as tf
 from . import data as data_lib
 from . import losses, metrics, plots, sizes
 from .config import TrainConfig
+from .files import atomic_write_json
 from .inference import KerasRuntime, predict_tiled, to_labels
 from .model import UNet, UNetBase
 from .unetpp import UNetPlusPlus
@@ -131,9 +132,7 @@ def atomic_save(model: keras.Model, path: Path) -> None:
 
 
 def _write_json(path: Path, value) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, value, default=_json_default)
 
 
 def _json_default(value):
@@ -303,7 +302,17 @@ def _train(config: TrainConfig) -> TrainResult:
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
     chief = is_chief()
-    out = _prepare_out(config) if chief else Path(tempfile.mkdtemp(prefix="unet-tf-worker-"))
+    if chief:
+        return _train_in(config, strategy, True, _prepare_out(config))
+    # Other workers write their checkpoints to a scratch folder, removed however they end.
+    out = Path(tempfile.mkdtemp(prefix="unet-tf-worker-"))
+    try:
+        return _train_in(config, strategy, False, out)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _train_in(config: TrainConfig, strategy, chief: bool, out: Path) -> TrainResult:
     resume = config.resume and (out / "backup").exists()
     data_root = _dataset_folder(config, out)
     bundle = data_lib.load_data(
@@ -336,7 +345,6 @@ def _train(config: TrainConfig) -> TrainResult:
             f"(unet-tf check-data), or turn off --mixed-precision. The last good model is in "
             f"{out / 'last.keras'} if an epoch finished.")
     if not chief:
-        shutil.rmtree(out, ignore_errors=True)
         return TrainResult(out, {}, {}, Path(), Path())
     return _finish(out, model, bundle, config)
 
