@@ -481,8 +481,8 @@ def _tiles(items, shape, count: int, seed: int = 0) -> np.ndarray:
 
 # --------------------------------------------------------------------------- main
 def _load_info(model_path: Path, data: str | None) -> dict:
-    sidecar = model_path.parent / "dataset.json"
-    info = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    from .inference import _sidecar
+    info = dict(_sidecar(model_path))
     if data:
         info["root"] = data
     return info
