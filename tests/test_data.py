@@ -34,6 +34,9 @@ def test_load_data_normalises_and_caches_weight_maps(bundle):
     assert bundle.input_scale == pytest.approx(1 / 255)
     item = bundle.train[0]
     assert item.image.dtype == np.float32 and 0 <= item.image.min() and item.image.max() <= 1
+    # Held in memory as stored (8-bit) and narrow labels: a quarter of float32 / int32.
+    assert item.pixels.dtype == np.uint8 and item.label.dtype == np.uint8
+    np.testing.assert_allclose(item.image, item.pixels / 255.0, rtol=1e-6)
     assert set(np.unique(item.label)) <= {0, 1}
     assert item.instances is not None and item.instances.max() > 1
     # The border term puts large weights in the gaps between touching cells.
@@ -90,6 +93,14 @@ def test_val_tiles_cover_every_image_exactly(bundle):
     assert len(images) == per_image * len(bundle.val)
     ds = data.val_dataset(bundle.val, tile_size=48, batch_size=4, depth=2)
     assert sum(int(b[0].shape[0]) for b in ds) == len(images)
+
+
+def test_val_dataset_streams_the_same_tiles_as_val_tiles(bundle):
+    images, labels, weights = data.val_tiles(bundle.val, tile_size=48, depth=2)
+    batches = _take(data.val_dataset(bundle.val, tile_size=48, batch_size=5, depth=2), 100)
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), images)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), labels)
+    np.testing.assert_array_equal(np.concatenate([b[2] for b in batches]), weights)
 
 
 def test_val_tiles_mark_pixels_outside_the_image_as_ignored():

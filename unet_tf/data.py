@@ -62,12 +62,24 @@ class WeightMapConfig:
 
 @dataclass
 class Item:
-    """One decoded image in memory."""
+    """One decoded image in memory.
+
+    The pixels stay in their stored dtype (uint8 RGB takes a quarter of the
+    memory of float32) and labels in the narrowest integer type that holds
+    them; tiles are converted when they are cut. ``image`` gives the whole
+    image normalised.
+    """
     name: str
-    image: np.ndarray                 # float32 (H, W, C), normalised
-    label: np.ndarray                 # int32 (H, W)
+    pixels: np.ndarray                # (H, W, C) as stored: uint8, uint16 or float32
+    scale: float                      # pixels * scale = the model's input
+    label: np.ndarray                 # (H, W) class indices, uint8 or int32
     instances: np.ndarray | None      # int32 (H, W) or None
     weight: np.ndarray                # float32 (H, W)
+
+    @property
+    def image(self) -> np.ndarray:
+        """float32 (H, W, C), normalised (computed on each access)."""
+        return self.pixels.astype(np.float32) * np.float32(self.scale)
 
 
 @dataclass
@@ -143,7 +155,10 @@ def _make_item(name, image, label, instances, spec: io.LabelSpec, scale: float,
     if instances is not None:
         instances = instances.astype(np.int32)
     weight = _weight_map(label, instances, spec, cfg)
-    return Item(name, image.astype(np.float32) * np.float32(scale), label, instances,
+    if image.dtype not in (np.uint8, np.uint16, np.float32):
+        image = image.astype(np.float32)
+    small = label.size == 0 or (label.min() >= 0 and label.max() <= 255)
+    return Item(name, image, float(scale), label.astype(np.uint8) if small else label, instances,
                 weight.astype(np.float32))
 
 
@@ -226,7 +241,7 @@ def load_arrays(images, labels, instances=None, *, val_fraction=0.2, seed=0, ign
 
 
 def _bundle(items, spec, scale, ignore_index, root) -> DataBundle:
-    channels = {it.image.shape[-1] for split in items.values() for it in split}
+    channels = {it.pixels.shape[-1] for split in items.values() for it in split}
     if len(channels) > 1:
         raise io.DatasetError(f"{root}: images have different channel counts {sorted(channels)}; "
                               "convert them to one channel count")
@@ -261,7 +276,7 @@ def _crop_tile(item: Item, top: int, left: int, tile_in: int, tile_out: int, con
     margin = (tile_in - tile_out) // 2 + context
     size = tile_out + 2 * margin
     t, l_ = top - margin, left - margin
-    image = window(item.image, t, l_, size, size, "mirror")
+    image = window(item.pixels, t, l_, size, size, "mirror").astype(np.float32) * np.float32(item.scale)
     if mirror_labels:
         label = window(item.label, t, l_, size, size, "mirror")
         weight = window(item.weight, t, l_, size, size, "mirror")
@@ -365,7 +380,7 @@ def train_dataset(items: Sequence[Item], *, tile_size: int, batch_size: int, dep
     spec = spec or io.LabelSpec(mode="index", num_labels=2)
     sampler = _TileSampler(list(items), tile_in, tile_out, augment, weight_map or WeightMapConfig(),
                            spec, seed)
-    channels = items[0].image.shape[-1]
+    channels = items[0].pixels.shape[-1]
     # cv2 parallelises each remap itself; tf.data already runs samples in parallel.
     cv2.setNumThreads(1)
 
@@ -383,30 +398,56 @@ def train_dataset(items: Sequence[Item], *, tile_size: int, batch_size: int, dep
     return ds.with_options(_options(deterministic))
 
 
+def _val_positions(items: Sequence[Item], tile_out: int) -> list[tuple[int, int, int]]:
+    """(item index, top, left) of every validation tile: a fixed grid per image."""
+    return [(i, top, left) for i, item in enumerate(items)
+            for top in grid(item.label.shape[0], tile_out) for left in grid(item.label.shape[1], tile_out)]
+
+
+def _val_tile(item: Item, top: int, left: int, tile_in: int, tile_out: int, ignore_index: int):
+    image, label, weight, _ = _crop_tile(item, top, left, tile_in, tile_out, 0, ignore_index, False)
+    return (np.ascontiguousarray(image, np.float32),
+            np.ascontiguousarray(_center(label, tile_out), np.int32),
+            np.ascontiguousarray(_center(weight, tile_out), np.float32))
+
+
 def val_tiles(items: Sequence[Item], tile_size: int, depth: int = 4, padding: str = "same",
               ignore_index: int = 255):
     """Every validation image cut into a fixed grid of tiles (numpy arrays)."""
     tile_in, tile_out = tile_geometry(tile_size, depth, padding)
-    images, labels, weights = [], [], []
-    for item in items:
-        h, w = item.label.shape
-        for top in grid(h, tile_out):
-            for left in grid(w, tile_out):
-                image, label, weight, _ = _crop_tile(item, top, left, tile_in, tile_out, 0, ignore_index,
-                                                      False)
-                images.append(image)
-                labels.append(_center(label, tile_out))
-                weights.append(_center(weight, tile_out))
-    return np.stack(images), np.stack(labels), np.stack(weights)
+    tiles = [_val_tile(items[i], top, left, tile_in, tile_out, ignore_index)
+             for i, top, left in _val_positions(items, tile_out)]
+    return tuple(np.stack(parts) for parts in zip(*tiles))
 
 
 def val_dataset(items: Sequence[Item], *, tile_size: int, batch_size: int, depth: int = 4,
                 padding: str = "same", ignore_index: int = 255) -> tf.data.Dataset:
-    """A finite, deterministic dataset of validation tiles with their weight maps."""
+    """A finite, deterministic dataset of validation tiles with their weight maps.
+
+    Tiles are cut as they are consumed, so memory does not grow with the
+    validation set (only the images themselves are held).
+    """
     if not items:
         raise ValueError("val_dataset needs at least one image")
-    images, labels, weights = val_tiles(items, tile_size, depth, padding, ignore_index)
-    ds = tf.data.Dataset.from_tensor_slices((images, labels, weights))
+    tile_in, tile_out = tile_geometry(tile_size, depth, padding)
+    items = list(items)
+    positions = _val_positions(items, tile_out)
+    channels = items[0].pixels.shape[-1]
+
+    def cut(k):
+        i, top, left = positions[int(k)]
+        return _val_tile(items[i], top, left, tile_in, tile_out, ignore_index)
+
+    def load(k):
+        image, label, weight = tf.numpy_function(cut, [k], [tf.float32, tf.int32, tf.float32],
+                                                 stateful=False)
+        image.set_shape((tile_in, tile_in, channels))
+        label.set_shape((tile_out, tile_out))
+        weight.set_shape((tile_out, tile_out))
+        return image, label, weight
+
+    ds = tf.data.Dataset.range(len(positions)).map(load, num_parallel_calls=tf.data.AUTOTUNE,
+                                                   deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options(True))
 
 

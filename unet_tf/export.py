@@ -472,11 +472,12 @@ def _tiles(items, shape, count: int, seed: int = 0) -> np.ndarray:
     tiles = []
     while len(tiles) < count and items:
         item = items[len(tiles) % len(items)]
-        h, w = item.image.shape[:2]
+        h, w = item.pixels.shape[:2]
         top = int(rng.integers(0, max(h - shape[0], 0) + 1))
         left = int(rng.integers(0, max(w - shape[1], 0) + 1))
-        tiles.append(window(item.image, top, left, shape[0], shape[1], "mirror"))
-    return np.stack(tiles).astype(np.float32)
+        tile = window(item.pixels, top, left, shape[0], shape[1], "mirror")
+        tiles.append(tile.astype(np.float32) * np.float32(item.scale))
+    return np.stack(tiles)
 
 
 # --------------------------------------------------------------------------- main

@@ -258,8 +258,9 @@ def _write_figures(out: Path, model, bundle, history: dict, tile_size) -> None:
     items = bundle.val[:4] or bundle.train[:4]
     colors = plots.class_colors(bundle.spec.num_labels, bundle.spec.palette)
     runtime = KerasRuntime(model)
-    rows = [(it.image, it.label, to_labels(predict_tiled(runtime, it.image, tile_size=tile_size)))
-            for it in items]
+    images = [it.image for it in items]
+    rows = [(image, it.label, to_labels(predict_tiled(runtime, image, tile_size=tile_size)))
+            for image, it in zip(images, items)]
     plots.draw_samples(rows, colors, out / "samples.png", ignore_index=bundle.ignore_index)
 
 
