@@ -198,3 +198,23 @@ def test_two_workers_train_in_step_on_loopback(cells, tmp_path):
     loss = lambda line: line.split("loss: ")[1].split()[0]  # noqa: E731
     assert [loss(x) for x in epochs[0]] == [loss(x) for x in epochs[1]]
     assert (out / "best.keras").is_file() and (out / "report.json").is_file()
+
+
+def test_evaluate_uses_the_images_the_run_held_out(cells, tmp_path):
+    import shutil
+
+    from unet_tf import io
+    flat = tmp_path / "flat"                      # no val/ folder: training holds some out
+    for split in ("train", "val"):
+        for kind in ("images", "masks"):
+            shutil.copytree(cells / split / kind, flat / kind, dirs_exist_ok=True)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--data", str(flat), "--out", str(out), "--epochs", "1",
+                                       "--val-fraction", "0.34", "--seed", "5", *TINY])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["evaluate", str(out), str(flat), "--tile-size", "32"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "evaluation.json").read_text())
+    _, held_out = io.split_samples(io.find_samples(flat)["all"], 0.34, seed=5)
+    assert report["split"] == "held-out val"
+    assert [e["name"] for e in report["per_image"]] == [s.name for s in held_out]

@@ -182,7 +182,8 @@ def predict_command(model, inputs, out, tile_size, batch_size, threshold, tta, p
 @click.argument("model", type=click.Path())
 @click.argument("data", type=click.Path())
 @click.option("--split", type=click.Choice(["val", "test", "train", "all"]), default=None,
-              help="Which images (default: test if present, else val, else all).")
+              help="Which images (default: test if present, else val, else the images the run "
+                   "held out for validation when MODEL is a run on DATA, else all).")
 @click.option("--out", default=None, help="JSON report path (default: MODEL's folder/evaluation.json).")
 @click.option("--tile-size", type=int, default=None, help="Input tile size.")
 @click.option("--threshold", type=float, default=0.5, help="Probability threshold of binary models.")

@@ -11,6 +11,7 @@ counts at IoU 0.5: matched, split, merged, missed, plus false positives.
 from __future__ import annotations
 
 import io as io_bytes
+import json
 import sys
 from pathlib import Path
 
@@ -184,9 +185,28 @@ def object_counts(truth: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.
 
 
 # --------------------------------------------------------------------------- evaluate
-def _pick_split(splits: dict, split: str | None) -> tuple[str, list]:
+def _held_out(model, data, splits: dict) -> list:
+    """The images a run held out for validation, when ``model`` is that run's
+    model and ``data`` its dataset without a val split (same fraction, same seed)."""
+    if "val" in splits or not isinstance(model, (str, Path)):
+        return []
+    config_path = Path(model).parent / "config.json"
+    try:
+        config = json.loads(config_path.read_text())
+        same = Path(config["data"]).resolve() == Path(data).resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    pool = splits.get("train") or splits.get("all") or []
+    if not same or len(pool) < 2 or not config.get("val_fraction"):
+        return []
+    return io.split_samples(pool, float(config["val_fraction"]), int(config.get("seed", 0)))[1]
+
+
+def _pick_split(splits: dict, split: str | None, held_out: list = ()) -> tuple[str, list]:
     if split == "all":
         return "all", [s for group in splits.values() for s in group if s.mask_path is not None]
+    if split in (None, "val") and "test" not in splits and held_out:
+        return "held-out val", list(held_out)
     order = [split] if split else ["test", "val", "all", "train"]
     for name in order:
         samples = [s for s in splits.get(name, []) if s.mask_path is not None]
@@ -202,7 +222,7 @@ def evaluate_folder(model, data, *, split=None, out=None, tile_size=None, thresh
     model = resolve_model(model)
     runtime = load_runtime(model)
     splits, spec = io.load_dataset(data, num_classes=runtime.num_classes if runtime.num_classes > 1 else None)
-    split_name, samples = _pick_split(splits, split)
+    split_name, samples = _pick_split(splits, split, _held_out(model, data, splits))
     counts = PixelCounts(runtime.num_classes)
     objects = None
     per_image = []
