@@ -93,8 +93,10 @@ class ExportOptions:
     latency_runs: int = 10
     tolerance_float32: float = 1e-5
     # float16 weights keep 11 significant bits: about 5e-4 relative error per
-    # weight, which a trained model's logits turn into a few 1e-3 in probability.
-    tolerance_float16: float = 5e-3
+    # weight, which a trained model's logits turn into a few 1e-3 in probability
+    # (3.6e-3 and 4.1e-3 for two trainings of the demo model). The gate leaves
+    # room for that and still fails broken conversions, which are off by 0.1 or more.
+    tolerance_float16: float = 1e-2
     min_int8_dice: float = 0.98
     threshold: float = 0.5
 
