@@ -152,3 +152,15 @@ def test_predicted_masks_use_the_training_masks_encoding():
     np.testing.assert_array_equal(_mask_image(labels, 3, grey), [[0, 128], [255, 128]])
     rgb = _mask_image(labels, 3, [(0, 0, 0), (128, 64, 128), (64, 0, 128)])
     assert rgb.shape == (2, 2, 3) and tuple(rgb[1, 0]) == (64, 0, 128)
+
+
+def test_commands_start_tensorflow_without_its_start_up_chatter():
+    import subprocess
+    import sys
+    code = ("import os, sys; from unet_tf.cli import _start_tensorflow; _start_tensorflow(); "
+            "os.write(2, b'after start\\n'); print('tensorflow' in sys.modules)")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == b"True"
+    assert b"I0000" not in done.stderr and b"cuInit" not in done.stderr and b"oneDNN" not in done.stderr
+    assert done.stderr.endswith(b"after start\n")           # stderr still works afterwards

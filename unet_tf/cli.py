@@ -18,6 +18,35 @@ from .config import PRESETS, TrainConfig, load_config_file
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# TensorFlow's start-up lines that ignore TF_CPP_MIN_LOG_LEVEL (absl logs
+# before its logging is set up): on a CPU machine they include an alarming
+# "E0000 ... failed call to cuInit" that means nothing more than "no GPU".
+_TF_NOISE = (b"All log messages before absl::InitializeLog()", b"oneDNN custom operations",
+             b"cudart_stub.cc", b"cuda_platform.cc", b"cuda_executor.cc", b"Unable to register cu",
+             b"computation_placer.cc", b"cpu_feature_guard.cc", b"TF-TRT Warning")
+
+
+def _start_tensorflow() -> None:
+    """Import TensorFlow and find its devices with that chatter filtered out of
+    stderr (everything else is passed on). TF_CPP_MIN_LOG_LEVEL=0 shows it all."""
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        return
+    import tempfile
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+            tf.config.list_physical_devices()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().splitlines(keepends=True):
+                if not any(noise in line for noise in _TF_NOISE):
+                    os.write(2, line)
+
 
 def _fail(message: str) -> None:
     click.echo(f"Error: {message}", err=True)
@@ -98,6 +127,7 @@ def resolve_train_config(ctx: click.Context, preset: str | None, config_file: st
 def train_command(ctx, config_file, preset, **values):
     """Train a U-Net; with no options, a small one on the built-in synthetic cells."""
     config = resolve_train_config(ctx, preset, config_file, values)
+    _start_tensorflow()
     from .training import train
     result = train(config)
     if result.report:
@@ -149,6 +179,7 @@ def _parse_size(ctx, param, values):
 @_user_errors
 def export_command(model, out, name, version, force, tflite_sizes, tflite_variants, no_tflite, data):
     """Export MODEL (a .keras file or a run folder) to a SavedModel and TFLite files, verified."""
+    _start_tensorflow()
     from .export import ExportOptions, export_model
     options = ExportOptions(name=name, version=version, force=force,
                             tflite_sizes=[] if no_tflite else list(tflite_sizes),
@@ -171,6 +202,7 @@ def export_command(model, out, name, version, force, tflite_sizes, tflite_varian
 @_user_errors
 def predict_command(model, inputs, out, tile_size, batch_size, threshold, tta, probabilities, overlays):
     """Segment images (files or folders) with MODEL: .keras, a run folder, a SavedModel or .tflite."""
+    _start_tensorflow()
     from .predict import predict_files
     written = predict_files(model, inputs, out, tile_size=tile_size, batch_size=batch_size,
                             threshold=threshold, tta=tta, probabilities=probabilities,
@@ -191,6 +223,7 @@ def predict_command(model, inputs, out, tile_size, batch_size, threshold, tta, p
 @_user_errors
 def evaluate_command(model, data, split, out, tile_size, threshold, tta):
     """Score MODEL on the labelled images of DATA: dice, IoU, accuracy, object counts."""
+    _start_tensorflow()
     from .predict import evaluate_folder, format_evaluation
     result = evaluate_folder(model, data, split=split, out=out, tile_size=tile_size,
                              threshold=threshold, tta=tta)
