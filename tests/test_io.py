@@ -748,3 +748,25 @@ def test_sixteen_bit_instance_id_masks_are_read_as_instances(tmp_path):
     for i in range(3):
         write(tmp_path / "masks" / f"t{i}.tif", np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) % 4)
     assert io.check_dataset(tmp_path).spec.mode == "index"
+
+
+def test_folders_found_by_the_words_in_their_names(tmp_path):
+    # ISIC 2018: ..._Training_Input/ISIC_0000000.jpg + ..._GroundTruth/ISIC_0000000_segmentation.png
+    isic = tmp_path / "isic"
+    for i in range(2):
+        write(isic / "ISIC2018_Task1-2_Training_Input" / f"ISIC_{i:07d}.jpg", image(9))
+        write(isic / "ISIC2018_Task1_Training_GroundTruth" / f"ISIC_{i:07d}_segmentation.png", binary_mask())
+    report = io.check_dataset(isic)
+    assert report.ok, report.problems
+    assert [s.mask_path.name for s in report.samples["all"]] == [
+        "ISIC_0000000_segmentation.png", "ISIC_0000001_segmentation.png"]
+    # DRIVE: images/21_training.tif, 1st_manual/21_manual1.gif (vessels), mask/ (field of view).
+    drive = tmp_path / "drive" / "training"
+    for i in (21, 22):
+        write(drive / "images" / f"{i}_training.tif", image(9))
+        write(drive / "1st_manual" / f"{i}_manual1.png", binary_mask())
+        write(drive / "mask" / f"{i}_training_mask.png", np.full((H, W), 255, np.uint8))
+    report = io.check_dataset(tmp_path / "drive")
+    assert report.ok, report.problems
+    assert [s.mask_path.name for s in report.samples["train"]] == ["21_manual1.png", "22_manual1.png"]
+    assert any("using 1st_manual/ as the masks" in w for w in report.warnings)

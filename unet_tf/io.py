@@ -841,6 +841,41 @@ def _alias_dir(folder: Path, aliases: Sequence[str], what: str,
     return found[0] if found else None
 
 
+# Words in longer folder names: "ISIC2018_Task1-2_Training_Input" holds images,
+# "ISIC2018_Task1_Training_GroundTruth" or DRIVE's "1st_manual" the masks.
+_IMAGE_WORDS = ("images", "image", "imgs", "img", "input", "inputs", "jpegimages")
+_MASK_WORDS = ("groundtruth", "gt", "manual", "labels", "label", "annotations", "annotation",
+               "segmentation", "seg", "segmentationclass", "masks", "mask")
+_WEAK_MASK_WORDS = ("masks", "mask")  # DRIVE's mask/ is the field of view, not the labels
+_TRUTH_WORDS = ("groundtruth", "gt", "manual", "truth")
+
+
+def _words(name: str) -> set[str]:
+    return set(re.split(r"[^a-z0-9]+", name.lower())) - {""}
+
+
+def _described_dirs(folder: Path, img_dir: Path | None, mask_dir: Path | None,
+                    warnings: list[str]) -> tuple[Path | None, Path | None]:
+    """Image and mask folders found by the words in their names, where the
+    exact names (images/, masks/) are missing or only a weak "mask" folder
+    competes with a clearer one ("1st_manual", "..._GroundTruth")."""
+    children = _child_dirs(folder)
+    strong = [d for d in children.values() if d != img_dir and _words(d.name) & set(_TRUTH_WORDS)]
+    if mask_dir is not None and mask_dir.name.lower() in _WEAK_MASK_WORDS and len(strong) == 1:
+        warnings.append(f"{folder}: using {strong[0].name}/ as the masks, not {mask_dir.name}/ "
+                        "(e.g. a field-of-view mask); rename the folders if that is wrong.")
+        mask_dir = strong[0]
+    if img_dir is None or mask_dir is None:
+        images = [d for d in children.values() if _words(d.name) & set(_IMAGE_WORDS)
+                  and not _words(d.name) & set(_MASK_WORDS)]
+        masks = [d for d in children.values() if _words(d.name) & set(_MASK_WORDS)]
+        if img_dir is None and len(images) == 1:
+            img_dir = images[0]
+        if mask_dir is None and len(masks) == 1 and masks[0] != img_dir:
+            mask_dir = masks[0]
+    return img_dir, mask_dir
+
+
 def _split_dirs(folder: Path, problems: list[str]) -> dict[str, Path]:
     """Split sub-folders (train/val/test and aliases) keyed by canonical name."""
     children = _child_dirs(folder)
@@ -1021,22 +1056,23 @@ def _mask_map(images: dict[str, Path], mask_dir: Path | None, labelled_required:
 
 
 def _match_numbers(image_keys: Sequence[str], other_keys: Sequence[str]) -> dict[str, str]:
-    """{other: image} by the last number in each name (t000 <- man_seg000, as the
-    cell tracking challenge names them), when that number is unique on both
-    sides and every image finds its mask; else {}."""
-    def numbers(keys):
+    """{other: image} by the last (else the first) number in each name
+    (t000 <- man_seg000, as the cell tracking challenge names them), when that
+    number is unique on both sides and every image finds its mask; else {}."""
+    def numbers(keys, which):
         found = {}
         for key in keys:
             digits = re.findall(r"\d+", key.rsplit("/", 1)[-1])
             if not digits:
                 return None
-            found.setdefault(int(digits[-1]), []).append(key)
+            found.setdefault(int(digits[which]), []).append(key)
         return None if any(len(v) > 1 for v in found.values()) else {n: v[0] for n, v in found.items()}
 
-    imgs, others = numbers(image_keys), numbers(other_keys)
-    if not imgs or not others or not set(imgs) <= set(others):
-        return {}
-    return {others[n]: imgs[n] for n in imgs}
+    for which in (-1, 0):  # the last number, else the first (DRIVE: 21_training <- 21_manual1)
+        imgs, others = numbers(image_keys, which), numbers(other_keys, which)
+        if imgs and others and set(imgs) <= set(others):
+            return {others[n]: imgs[n] for n in imgs}
+    return {}
 
 
 def _drop_common_folder(masks: dict[str, Path], images: dict[str, Path]) -> dict[str, Path]:
@@ -1157,6 +1193,7 @@ def _discover_dir(folder: Path, split: str | None, problems: list[str],
     img_dir = _alias_dir(folder, IMAGE_DIR_NAMES, "image", problems)
     mask_dir = _alias_dir(folder, MASK_DIR_NAMES, "mask", problems)
     inst_dir = _alias_dir(folder, INSTANCE_DIR_NAMES, "instance", problems)
+    img_dir, mask_dir = _described_dirs(folder, img_dir, mask_dir, warnings)
     out: dict[str, list[Sample]] = {}
     if img_dir is not None:
         inner = _split_dirs(img_dir, problems) if split is None else {}
