@@ -860,10 +860,12 @@ def _described_dirs(folder: Path, img_dir: Path | None, mask_dir: Path | None,
     exact names (images/, masks/) are missing or only a weak "mask" folder
     competes with a clearer one ("1st_manual", "..._GroundTruth")."""
     children = _child_dirs(folder)
-    strong = [d for d in children.values() if d != img_dir and _words(d.name) & set(_TRUTH_WORDS)]
-    if mask_dir is not None and mask_dir.name.lower() in _WEAK_MASK_WORDS and len(strong) == 1:
+    strong = sorted((d for d in children.values() if d != img_dir
+                     and _words(d.name) & set(_TRUTH_WORDS)), key=lambda d: _natural_key(d.name))
+    if mask_dir is not None and mask_dir.name.lower() in _WEAK_MASK_WORDS and strong:
+        others = f" (also found: {', '.join(d.name + '/' for d in strong[1:])})" if strong[1:] else ""
         warnings.append(f"{folder}: using {strong[0].name}/ as the masks, not {mask_dir.name}/ "
-                        "(e.g. a field-of-view mask); rename the folders if that is wrong.")
+                        f"(e.g. a field-of-view mask){others}; rename the folders if that is wrong.")
         mask_dir = strong[0]
     if img_dir is None or mask_dir is None:
         images = [d for d in children.values() if _words(d.name) & set(_IMAGE_WORDS)
