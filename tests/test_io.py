@@ -770,3 +770,25 @@ def test_folders_found_by_the_words_in_their_names(tmp_path):
     assert report.ok, report.problems
     assert [s.mask_path.name for s in report.samples["train"]] == ["21_manual1.png", "22_manual1.png"]
     assert any("using 1st_manual/ as the masks" in w for w in report.warnings)
+
+
+def test_cell_tracking_challenge_sequences_with_sparse_ground_truth(tmp_path):
+    rng = np.random.default_rng(4)
+    for seq in ("01", "02"):
+        for t in range(4):
+            ids = np.zeros((24, 24), np.uint16)
+            for k in range(1, 10):
+                y, x = rng.integers(0, 20, 2)
+                ids[y:y + 3, x:x + 3] = k
+            write(tmp_path / seq / f"t{t:03d}.tif", np.full((24, 24), 100, np.uint16))
+            write(tmp_path / f"{seq}_GT" / "TRA" / f"man_track{t:03d}.tif", ids)
+            if t in (1, 3):                                   # gold truth for some frames only
+                write(tmp_path / f"{seq}_GT" / "SEG" / f"man_seg{t:03d}.tif", ids)
+    report = io.check_dataset(tmp_path)
+    assert report.ok, report.problems
+    assert [s.name for s in report.samples["all"]] == ["01/t001", "01/t003", "02/t001", "02/t003"]
+    assert all(s.mask_path.parent.name == "SEG" for s in report.samples["all"])
+    assert report.spec.mode == "instance"
+    assert any("4 frames have no mask" in w for w in report.warnings)
+    train, val = io.split_samples(report.samples["all"], 0.5)
+    assert {s.name[:2] for s in train}.isdisjoint({s.name[:2] for s in val})   # by sequence

@@ -14,6 +14,7 @@ Supported layouts (detected automatically, folder names case-insensitive)::
     root/{train,val,test}/*.png + root/{train,val,test}_labels/*.png  (CamVid; also
         trainannot/, train_masks/), colours from class_dict.csv or classes.json
     root/**/a.tif + root/**/a_mask.tif           (side by side, e.g. one folder per patient)
+    root/01/t000.tif + root/01_GT/SEG/man_seg000.tif  (cell tracking challenge sequences)
     root/<id>/images/<id>.png + root/<id>/masks/*.png  (one folder per sample, one binary
         mask per object: Data Science Bowl 2018; the masks also give the instances)
     root/JPEGImages + root/SegmentationClass (Pascal VOC; ImageSets/Segmentation/
@@ -1057,10 +1058,12 @@ def _mask_map(images: dict[str, Path], mask_dir: Path | None, labelled_required:
     return out
 
 
-def _match_numbers(image_keys: Sequence[str], other_keys: Sequence[str]) -> dict[str, str]:
+def _match_numbers(image_keys: Sequence[str], other_keys: Sequence[str],
+                   every_image: bool = True) -> dict[str, str]:
     """{other: image} by the last (else the first) number in each name
     (t000 <- man_seg000, as the cell tracking challenge names them), when that
-    number is unique on both sides and every image finds its mask; else {}."""
+    number is unique on both sides and every image finds its mask (or, with
+    ``every_image=False``, every mask its image: sparse ground truth); else {}."""
     def numbers(keys, which):
         found = {}
         for key in keys:
@@ -1072,8 +1075,8 @@ def _match_numbers(image_keys: Sequence[str], other_keys: Sequence[str]) -> dict
 
     for which in (-1, 0):  # the last number, else the first (DRIVE: 21_training <- 21_manual1)
         imgs, others = numbers(image_keys, which), numbers(other_keys, which)
-        if imgs and others and set(imgs) <= set(others):
-            return {others[n]: imgs[n] for n in imgs}
+        if imgs and others and (set(imgs) <= set(others) if every_image else set(others) <= set(imgs)):
+            return {others[n]: imgs[n] for n in imgs if n in others}
     return {}
 
 
@@ -1219,6 +1222,7 @@ def _discover_dir(folder: Path, split: str | None, problems: list[str],
             found = _pair_folder(folder, sibling, None, labelled, problems, warnings, only)
         else:
             found = (_sample_folders(folder, labelled, problems)
+                     or _tracking_sequences(folder, problems, warnings)
                      or _pair_in_place(folder, labelled, problems, warnings, only))
         if found is None and not labelled and _has_images(folder):  # plain test images
             found = _pair_folder(folder, None, None, False, problems, warnings, only)
@@ -1259,6 +1263,38 @@ def _expand_pages(samples: list[Sample], problems: list[str],
         out += [Sample(f"{s.name}[{i}]", s.image_path, s.mask_path, inst, page=i)
                 for i in range(pages)]
     return out
+
+
+def _tracking_sequences(folder: Path, problems: list[str],
+                        warnings: list[str]) -> list[Sample] | None:
+    """Cell tracking challenge sequences: ``01/t000.tif`` with ``01_GT/SEG/man_seg000.tif``
+    (gold truth, often for some frames only) or else ``01_ST/SEG/`` (silver truth).
+    Frames without a mask are left out; names are "<sequence>/<frame>", so the
+    validation split keeps whole sequences apart. None when there are none."""
+    children = _child_dirs(folder)
+    samples, unlabelled = [], 0
+    for name, seq in children.items():
+        truth = next((children[name + s] for s in ("_gt", "_st") if name + s in children), None)
+        if truth is None or not _has_images(seq):
+            continue
+        seg = _child_dirs(truth).get("seg", truth)
+        images = _unique_files(_list_files(seq, []), problems)
+        masks = _unique_files(_list_files(seg, []), problems)
+        matches = _match_numbers(list(images), list(masks), every_image=False)
+        if not matches:
+            problems.append(f"{seg}: no mask number matches a frame of {seq}; expected "
+                            "man_seg<frame>.tif for t<frame>.tif.")
+            continue
+        by_image = {img: masks[m] for m, img in matches.items()}
+        unlabelled += len(images) - len(by_image)
+        samples += [Sample(f"{seq.name}/{key}", path, by_image[key])
+                    for key, path in images.items() if key in by_image]
+    if not samples:
+        return None
+    if unlabelled:
+        warnings.append(f"{folder}: {unlabelled} frames have no mask in the ground truth and are "
+                        "not used.")
+    return samples
 
 
 def _has_images(folder: Path) -> bool:
