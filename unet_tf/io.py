@@ -2156,7 +2156,8 @@ def _split_lines(summary: dict) -> list[str]:
 
 def _label_lines(label: dict) -> list[str]:
     mode = label["mode"]
-    lines = [f"Labels: {mode}, {label['num_labels']} classes, ignore value {label['ignore_index']}"]
+    void = "no void" if mode == "instance" else f"ignore value {label['ignore_index']}"
+    lines = [f"Labels: {mode}, {label['num_labels']} classes, {void}"]
     counts = label["pixel_counts"]
     if not counts:
         return lines
@@ -2168,6 +2169,8 @@ def _label_lines(label: dict) -> list[str]:
     if label["palette"]:
         names = [f"{nm} {tuple(c)}" for nm, c in zip(names, label["palette"])] + ["ignore"]
     rows = [["class"] + [f"{c} %" for c in columns]]
+    if not total[-1]:  # no void pixels anywhere: no ignore row
+        names = names[:-1]
     for i, name in enumerate(names):
         rows.append([name] + [f"{100.0 * col[i] / max(col.sum(), 1):.2f}" for col in data])
     return lines + _table(rows, right=set(range(1, len(columns) + 1)))
