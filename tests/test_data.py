@@ -219,3 +219,13 @@ def test_training_tiles_keep_gaps_between_touching_cells(bundle):
             # the border term marks gaps: where it is high the label must be background
             assert np.all(lb[w > 8] == 0)
             assert _cv2.connectedComponents(fg, connectivity=4)[0] >= 1
+
+
+def test_void_values_outside_uint8_keep_wide_labels():
+    # Labels are narrowed to uint8 only when the void value fits: tiles pad with it.
+    images = [np.full((22, 26, 1), 100, np.uint8)] * 2    # not a multiple of the 4-px output tile
+    labels = [np.tile(np.arange(26) % 2, (22, 1)).astype(np.int32)] * 2
+    b = data.load_arrays(images, labels, ignore_index=-100)
+    assert b.train[0].label.dtype == np.int32
+    _, label, weight = data.val_tiles(b.val, tile_size=44, depth=2, padding="valid", ignore_index=-100)
+    assert label.dtype == np.int32 and label.shape[1:] == (4, 4) and weight.shape == label.shape

@@ -792,3 +792,47 @@ def test_cell_tracking_challenge_sequences_with_sparse_ground_truth(tmp_path):
     assert any("4 frames have no mask" in w for w in report.warnings)
     train, val = io.split_samples(report.samples["all"], 0.5)
     assert {s.name[:2] for s in train}.isdisjoint({s.name[:2] for s in val})   # by sequence
+
+
+def test_split_by_folder_never_puts_most_images_in_validation():
+    from pathlib import Path as P
+    samples = ([io.Sample(f"batch1/{i}", P(f"b1_{i}.png"), None) for i in range(90)]
+               + [io.Sample(f"batch2/{i}", P(f"b2_{i}.png"), None) for i in range(10)])
+    for seed in range(4):
+        train, val = io.split_samples(samples, 0.2, seed)
+        assert len(val) == 10 and {s.name.split("/")[0] for s in val} == {"batch2"}
+    two = [io.Sample(f"seq{k}/{i}", P(f"{k}_{i}.png"), None) for k in range(2) for i in range(50)]
+    train, val = io.split_samples(two, 0.2, 0)   # a whole sequence would be 50%: split images
+    assert len(val) == 20
+
+
+def test_review_cases_voc_annotations_isic_splits_and_unlabelled_discovery(tmp_path):
+    # Pascal VOC ships Annotations/ (XML) beside SegmentationClass/: not a second mask folder.
+    palette = [(0, 0, 0), (128, 0, 0)] + [(0, 0, 0)] * 253 + [(224, 224, 192)]
+    voc = tmp_path / "voc"
+    for i in range(3):
+        write(voc / "JPEGImages" / f"v{i}.jpg", image(9))
+        png_indexed(voc / "SegmentationClass" / f"v{i}.png", np.eye(H, W, dtype=np.uint8), palette)
+        (voc / "Annotations").mkdir(parents=True, exist_ok=True)
+        (voc / "Annotations" / f"v{i}.xml").write_text("<annotation/>")
+    lists = voc / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "trainval.txt").write_text("v0\nv1\nv2\n")
+    (lists / "val.txt").write_text("v2\n")
+    report = io.check_dataset(voc)
+    assert report.ok, report.problems
+    assert [s.name for s in report.samples["train"]] == ["v0", "v1"]      # trainval minus val
+    # ISIC with training and validation pairs side by side.
+    isic = tmp_path / "isic"
+    for split in ("Training", "Validation"):
+        write(isic / f"ISIC2018_Task1-2_{split}_Input" / "ISIC_1.jpg", image(9))
+        write(isic / f"ISIC2018_Task1_{split}_GroundTruth" / "ISIC_1_segmentation.png", binary_mask())
+    report = io.check_dataset(isic)
+    assert report.ok, report.problems and set(report.samples) == {"train", "val"}
+    # Images without masks: found for prediction, left out (as problems) for training.
+    flat = tmp_path / "flat"
+    for n in "abc":
+        write(flat / "images" / f"{n}.png", image(9))
+    write(flat / "masks" / "a.png", binary_mask())
+    assert [s.name for s in io.find_samples(flat, strict=False, keep_unlabelled=True)["all"]] == ["a", "b", "c"]
+    assert [s.name for s in io.find_samples(flat, strict=False)["all"]] == ["a"]

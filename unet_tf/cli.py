@@ -23,29 +23,44 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # "E0000 ... failed call to cuInit" that means nothing more than "no GPU".
 _TF_NOISE = (b"All log messages before absl::InitializeLog()", b"oneDNN custom operations",
              b"cudart_stub.cc", b"cuda_platform.cc", b"cuda_executor.cc", b"Unable to register cu",
-             b"computation_placer.cc", b"cpu_feature_guard.cc", b"TF-TRT Warning")
+             b"computation_placer.cc", b"cpu_feature_guard.cc", b"TF-TRT Warning",
+             b"To enable the following instructions")
+
+
+def _is_noise(line: bytes) -> bool:
+    # Fatal lines ("F0000 ...", e.g. a CPU without AVX) always get through.
+    return not line.startswith(b"F") and any(noise in line for noise in _TF_NOISE)
 
 
 def _start_tensorflow() -> None:
     """Import TensorFlow and find its devices with that chatter filtered out of
-    stderr (everything else is passed on). TF_CPP_MIN_LOG_LEVEL=0 shows it all."""
+    stderr; everything else passes through as it is written, so a crash inside
+    TensorFlow still shows its message. TF_CPP_MIN_LOG_LEVEL=0 shows it all."""
     if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
         return
-    import tempfile
+    import threading
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow as tf
-            tf.config.list_physical_devices()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            for line in captured.read().splitlines(keepends=True):
-                if not any(noise in line for noise in _TF_NOISE):
-                    os.write(2, line)
+    read_end, write_end = os.pipe()
+
+    def forward():
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if not _is_noise(line):
+                    os.write(saved, line)
+
+    reader = threading.Thread(target=forward, daemon=True)
+    reader.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        import tensorflow as tf
+        tf.config.list_physical_devices()
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the reader sees EOF
+        reader.join(timeout=5)
+        os.close(saved)
 
 
 def _fail(message: str) -> None:
@@ -214,8 +229,9 @@ def predict_command(model, inputs, out, tile_size, batch_size, threshold, tta, p
 @click.argument("model", type=click.Path())
 @click.argument("data", type=click.Path())
 @click.option("--split", type=click.Choice(["val", "test", "train", "all"]), default=None,
-              help="Which images (default: test if present, else val, else the images the run "
-                   "held out for validation when MODEL is a run on DATA, else all).")
+              help="Which images (default: labelled test images if present, else val, else the "
+                   "images the run held out for validation when MODEL is a run on DATA, else all; "
+                   "val also means those held-out images).")
 @click.option("--out", default=None, help="JSON report path (default: MODEL's folder/evaluation.json).")
 @click.option("--tile-size", type=int, default=None, help="Input tile size.")
 @click.option("--threshold", type=float, default=0.5, help="Probability threshold of binary models.")

@@ -157,7 +157,8 @@ def _make_item(name, image, label, instances, spec: io.LabelSpec, scale: float,
     weight = _weight_map(label, instances, spec, cfg)
     if image.dtype not in (np.uint8, np.uint16, np.float32):
         image = image.astype(np.float32)
-    small = label.size == 0 or (label.min() >= 0 and label.max() <= 255)
+    # uint8 only when the void value fits too: tiles pad labels with it.
+    small = 0 <= spec.ignore_index <= 255 and (label.size == 0 or (label.min() >= 0 and label.max() <= 255))
     return Item(name, image, float(scale), label.astype(np.uint8) if small else label, instances,
                 weight.astype(np.float32))
 

@@ -1,9 +1,11 @@
 """Files written whole or not at all.
 
-Every artefact the toolkit writes (masks, reports, models, TFLite files) goes
-through :func:`atomic_write`: the bytes go to a temporary file beside the
-target, which is then renamed over it, so a crash or a full disk never leaves
-a half-written file under the final name.
+Every artefact the toolkit writes (masks, reports, TFLite files) goes through
+:func:`atomic_write`: the bytes go to a temporary file beside the target,
+which is then renamed over it, so an interrupted or failed write (a crash of
+the program, a full disk) never leaves a half-written file under the final
+name. (Surviving a power cut as well would need an fsync per file, which is
+not done: it would slow down writing thousands of masks.)
 """
 from __future__ import annotations
 

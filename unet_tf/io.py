@@ -834,8 +834,14 @@ def _child_dirs(folder: Path) -> dict[str, Path]:
 
 def _alias_dir(folder: Path, aliases: Sequence[str], what: str,
                problems: list[str]) -> Path | None:
-    """The one sub-folder named like ``aliases``; a problem if several are."""
+    """The one sub-folder named like ``aliases``; a problem if several are.
+
+    Folders without any image file do not count (Pascal VOC's Annotations/
+    holds XML next to SegmentationClass/).
+    """
     found = [d for name, d in _child_dirs(folder).items() if name in aliases]
+    if len(found) > 1:
+        found = [d for d in found if _holds_images(d)] or found
     if len(found) > 1:
         names = ", ".join(f"{d.name}/" for d in found)
         problems.append(f"{folder}: several {what} folders ({names}); keep exactly one.")
@@ -860,7 +866,8 @@ def _described_dirs(folder: Path, img_dir: Path | None, mask_dir: Path | None,
     """Image and mask folders found by the words in their names, where the
     exact names (images/, masks/) are missing or only a weak "mask" folder
     competes with a clearer one ("1st_manual", "..._GroundTruth")."""
-    children = _child_dirs(folder)
+    children = {n: d for n, d in _child_dirs(folder).items()  # not "01_GT" beside "01" (CTC)
+                if not (n[-3:] in ("_gt", "_st") and n[:-3] in _child_dirs(folder))}
     strong = sorted((d for d in children.values() if d != img_dir
                      and _words(d.name) & set(_TRUTH_WORDS)), key=lambda d: _natural_key(d.name))
     if mask_dir is not None and mask_dir.name.lower() in _WEAK_MASK_WORDS and strong:
@@ -869,14 +876,42 @@ def _described_dirs(folder: Path, img_dir: Path | None, mask_dir: Path | None,
                         f"(e.g. a field-of-view mask){others}; rename the folders if that is wrong.")
         mask_dir = strong[0]
     if img_dir is None or mask_dir is None:
-        images = [d for d in children.values() if _words(d.name) & set(_IMAGE_WORDS)
-                  and not _words(d.name) & set(_MASK_WORDS)]
-        masks = [d for d in children.values() if _words(d.name) & set(_MASK_WORDS)]
+        images, masks = _word_dirs(children)
         if img_dir is None and len(images) == 1:
             img_dir = images[0]
+            warnings.append(f"{folder}: reading images from {img_dir.name}/ (by its name).")
         if mask_dir is None and len(masks) == 1 and masks[0] != img_dir:
             mask_dir = masks[0]
+            warnings.append(f"{folder}: reading masks from {mask_dir.name}/ (by its name).")
     return img_dir, mask_dir
+
+
+def _word_dirs(children: dict[str, Path]) -> tuple[list[Path], list[Path]]:
+    """Sub-folders whose names hold image words, and those holding mask words."""
+    images = [d for d in children.values() if _words(d.name) & set(_IMAGE_WORDS)
+              and not _words(d.name) & set(_MASK_WORDS)]
+    masks = [d for d in children.values() if _words(d.name) & set(_MASK_WORDS)]
+    return images, masks
+
+
+def _split_word_pairs(folder: Path) -> dict[str, tuple[Path, Path | None]]:
+    """{split: (images, masks or None)} for image and mask folders told apart
+    by a split word (ISIC: ..._Training_Input + ..._Training_GroundTruth,
+    ..._Validation_Input + ..._Validation_GroundTruth); {} otherwise."""
+    images, masks = _word_dirs(_child_dirs(folder))
+    if len(images) < 2:
+        return {}
+
+    def split_of(d: Path) -> str | None:
+        found = {s for s, aliases in SPLIT_ALIASES.items() if _words(d.name) & set(aliases)}
+        return found.pop() if len(found) == 1 else None
+
+    img_by = {split_of(d): d for d in images}
+    mask_by = {split_of(d): d for d in masks}
+    if None in img_by or len(img_by) != len(images) or None in mask_by or len(mask_by) != len(masks) \
+            or not set(mask_by) <= set(img_by) or "train" not in mask_by:
+        return {}
+    return {s: (d, mask_by.get(s)) for s, d in img_by.items()}
 
 
 def _split_dirs(folder: Path, problems: list[str]) -> dict[str, Path]:
@@ -997,14 +1032,16 @@ def _match(image_keys: Sequence[str], other_keys: Sequence[str], words: Sequence
 
 def _pair_folder(img_dir: Path, mask_dir: Path | None, inst_dir: Path | None,
                  labelled_required: bool, problems: list[str],
-                 warnings: list[str], only: set[str] | None = None) -> list[Sample]:
+                 warnings: list[str], only: set[str] | None = None,
+                 keep_unlabelled: bool = False) -> list[Sample]:
     """Pairs images with masks (and instance maps) by file name.
 
     Unlabelled images are allowed only where ``labelled_required`` is False
-    (test splits) and there is no masks folder at all. ``only``: use just
-    the images with these names (split lists), ignore the others.
+    (test splits) and there is no masks folder at all, or with
+    ``keep_unlabelled`` (finding images to predict). ``only``: use just the
+    images with these names (split lists), ignore the others.
     """
-    labelled_required = labelled_required or mask_dir is not None
+    labelled_required = not keep_unlabelled and (labelled_required or mask_dir is not None)
     images = _unique_files(_list_files(img_dir, warnings), problems)
     if only is not None:
         images = {k: v for k, v in images.items() if k in only}
@@ -1012,7 +1049,8 @@ def _pair_folder(img_dir: Path, mask_dir: Path | None, inst_dir: Path | None,
         problems.append(f"{img_dir}: empty, no image files ({', '.join(IMAGE_EXTENSIONS)}); "
                         "put the images there or point at the right folder.")
         return []
-    masks = _mask_map(images, mask_dir, labelled_required, problems, warnings)
+    masks = _mask_map(images, mask_dir, labelled_required, problems, warnings,
+                      listed=only is not None)
     instances = _instance_map(images, inst_dir, warnings)
     return [Sample(name=key, image_path=path, mask_path=masks.get(key),
                    instance_path=instances.get(key))
@@ -1021,8 +1059,9 @@ def _pair_folder(img_dir: Path, mask_dir: Path | None, inst_dir: Path | None,
 
 
 def _mask_map(images: dict[str, Path], mask_dir: Path | None, labelled_required: bool,
-              problems: list[str], warnings: list[str]) -> dict[str, Path]:
-    """{image key: mask path}; records every pairing problem."""
+              problems: list[str], warnings: list[str], listed: bool = False) -> dict[str, Path]:
+    """{image key: mask path}; records every pairing problem. ``listed``: the
+    images were chosen by a split list, so masks of other images are expected."""
     if mask_dir is None:
         if labelled_required:
             folder = next(iter(images.values())).parent
@@ -1049,7 +1088,7 @@ def _mask_map(images: dict[str, Path], mask_dir: Path | None, labelled_required:
         problems.append(f"{mask_dir}: no mask name matches an image name (e.g. image "
                         f"{next(iter(images))!r} vs mask {next(iter(masks))!r}); masks must be "
                         "named like their images, optionally with a suffix such as _mask.")
-    for key in unmatched:
+    for key in [] if listed else unmatched:
         problems.append(f"{masks[key]}: mask without image; add the image or remove the mask.")
     for key, path in images.items():
         if key not in out and labelled_required:
@@ -1193,46 +1232,57 @@ def _stack_label_pages(volume: Path, labels: Path, pages: int, problems: list[st
 
 
 def _discover_dir(folder: Path, split: str | None, problems: list[str],
-                  warnings: list[str], only: set[str] | None = None) -> dict[str, list[Sample]]:
-    """Samples of one dataset folder (images/+masks/ and/or TIFF stacks)."""
+                  warnings: list[str], only: set[str] | None = None,
+                  keep_unlabelled: bool = False) -> dict[str, list[Sample]]:
+    """Samples of one dataset folder (images/+masks/ and/or TIFF stacks).
+    ``keep_unlabelled``: masks are optional everywhere (images to predict)."""
+    kept = keep_unlabelled
     img_dir = _alias_dir(folder, IMAGE_DIR_NAMES, "image", problems)
     mask_dir = _alias_dir(folder, MASK_DIR_NAMES, "mask", problems)
     inst_dir = _alias_dir(folder, INSTANCE_DIR_NAMES, "instance", problems)
-    img_dir, mask_dir = _described_dirs(folder, img_dir, mask_dir, warnings)
     out: dict[str, list[Sample]] = {}
+    if img_dir is None and mask_dir is None and split is None and \
+            (pairs := _split_word_pairs(folder)):
+        for name, (images, masks) in pairs.items():
+            out[name] = _pair_folder(images, masks, None, name != "test" and masks is not None,
+                                     problems, warnings, only, keep_unlabelled=keep_unlabelled)
+        return out
+    img_dir, mask_dir = _described_dirs(folder, img_dir, mask_dir, warnings)
     if img_dir is not None:
         inner = _split_dirs(img_dir, problems) if split is None else {}
         if inner:  # images/train, masks/train, ...
             for name, sub in inner.items():
                 out[name] = _pair_folder(sub, _sub(mask_dir, sub.name), _sub(inst_dir, sub.name),
-                                         name != "test", problems, warnings)
+                                         name != "test", problems, warnings, keep_unlabelled=kept)
         else:
             out[split or "all"] = _pair_folder(img_dir, mask_dir, inst_dir, split != "test",
-                                               problems, warnings, only)
+                                               problems, warnings, only, keep_unlabelled=kept)
     elif mask_dir is not None:
         problems.append(f"{mask_dir}: masks folder without an images folder; add images/ "
                         f"(or imgs/, inputs/) next to it in {folder}.")
     for prefix, files in _stack_files(folder).items():
         key = _stack_split(prefix, split)
-        out.setdefault(key, []).extend(_stack_samples(prefix, files, key, problems))
+        out.setdefault(key, []).extend(_stack_samples(prefix, files, "test" if kept else key,
+                                                      problems))
     if img_dir is None and mask_dir is None and not out:
-        labelled = split != "test"
+        labelled = split != "test" and not kept
         sibling = _sibling_masks(folder)
         if sibling is not None:
-            found = _pair_folder(folder, sibling, None, labelled, problems, warnings, only)
+            found = _pair_folder(folder, sibling, None, labelled, problems, warnings, only,
+                                 keep_unlabelled=kept)
         else:
             found = (_sample_folders(folder, labelled, problems)
-                     or _tracking_sequences(folder, problems, warnings)
+                     or _tracking_sequences(folder, problems, warnings, keep_unlabelled=kept)
                      or _pair_in_place(folder, labelled, problems, warnings, only))
         if found is None and not labelled and _has_images(folder):  # plain test images
             found = _pair_folder(folder, None, None, False, problems, warnings, only)
         if found is None:
             problems.append(_nothing_found(folder))
-        elif split is None:  # training.tif + testing.tif (EPFL EM stacks): split by name
-            for sample in found:
+        elif split is None and all(_stack_split(s.name, None) != "all" for s in found):
+            for sample in found:  # training.tif + testing.tif (EPFL EM stacks): split by name
                 out.setdefault(_stack_split(sample.name, None), []).append(sample)
         else:
-            out[split] = found
+            out[split or "all"] = found
     return out
 
 
@@ -1265,8 +1315,8 @@ def _expand_pages(samples: list[Sample], problems: list[str],
     return out
 
 
-def _tracking_sequences(folder: Path, problems: list[str],
-                        warnings: list[str]) -> list[Sample] | None:
+def _tracking_sequences(folder: Path, problems: list[str], warnings: list[str],
+                        keep_unlabelled: bool = False) -> list[Sample] | None:
     """Cell tracking challenge sequences: ``01/t000.tif`` with ``01_GT/SEG/man_seg000.tif``
     (gold truth, often for some frames only) or else ``01_ST/SEG/`` (silver truth).
     Frames without a mask are left out; names are "<sequence>/<frame>", so the
@@ -1274,10 +1324,15 @@ def _tracking_sequences(folder: Path, problems: list[str],
     children = _child_dirs(folder)
     samples, unlabelled = [], 0
     for name, seq in children.items():
-        truth = next((children[name + s] for s in ("_gt", "_st") if name + s in children), None)
-        if truth is None or not _has_images(seq):
+        truths = [children[name + s] for s in ("_gt", "_st") if name + s in children]
+        if not truths or not _has_images(seq):
             continue
-        seg = _child_dirs(truth).get("seg", truth)
+        # Gold segmentation, else silver; TRA/ holds tracking markers, not masks.
+        seg = next((d for t in truths if (d := _child_dirs(t).get("seg")) is not None), None)
+        if seg is None:
+            problems.append(f"{truths[0]}: no SEG/ folder with segmentation masks (TRA/ holds "
+                            f"tracking markers); add {name}_GT/SEG or {name}_ST/SEG.")
+            continue
         images = _unique_files(_list_files(seq, []), problems)
         masks = _unique_files(_list_files(seg, []), problems)
         matches = _match_numbers(list(images), list(masks), every_image=False)
@@ -1287,14 +1342,19 @@ def _tracking_sequences(folder: Path, problems: list[str],
             continue
         by_image = {img: masks[m] for m, img in matches.items()}
         unlabelled += len(images) - len(by_image)
-        samples += [Sample(f"{seq.name}/{key}", path, by_image[key])
-                    for key, path in images.items() if key in by_image]
+        samples += [Sample(f"{seq.name}/{key}", path, by_image.get(key))
+                    for key, path in images.items() if key in by_image or keep_unlabelled]
     if not samples:
         return None
-    if unlabelled:
+    if unlabelled and not keep_unlabelled:
         warnings.append(f"{folder}: {unlabelled} frames have no mask in the ground truth and are "
                         "not used.")
     return samples
+
+
+def _holds_images(folder: Path) -> bool:
+    """Any image file in ``folder`` or below."""
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() for p in folder.rglob("*"))
 
 
 def _has_images(folder: Path) -> bool:
@@ -1357,11 +1417,14 @@ def _pair_in_place(folder: Path, labelled_required: bool, problems: list[str],
     """
     found_warnings: list[str] = []
     files = _unique_files(_list_files(folder, found_warnings), problems)
-    masks, instances = {}, {}
+    masks, instances, orphans = {}, {}, []
     for key, path in files.items():
         core = _strip_suffix(key, MASK_SUFFIXES)
         if core is not None and core in files:
             masks[core] = path
+            continue
+        if core is not None and _strip_suffix(key, ("mask", "masks")) is not None:
+            orphans.append(path)  # "x_mask.tif" without "x.tif"
             continue
         core = _strip_suffix(key, ("instance", "instances", "inst", "ids"))
         if core is not None and core in files:
@@ -1369,7 +1432,9 @@ def _pair_in_place(folder: Path, labelled_required: bool, problems: list[str],
     if not masks:
         return None
     warnings.extend(found_warnings)
-    taken = {str(p) for p in (*masks.values(), *instances.values())}
+    problems.extend(f"{p}: mask without image; add the image next to it or remove the mask."
+                    for p in orphans)
+    taken = {str(p) for p in (*masks.values(), *instances.values(), *orphans)}
     samples = []
     for key, path in files.items():
         if str(path) in taken or (only is not None and key not in only):
@@ -1411,7 +1476,8 @@ def _resolve_root(root: Path, warnings: list[str]) -> Path:
     return root
 
 
-def _discover(root: Path) -> tuple[Path, dict[str, list[Sample]], list[str], list[str]]:
+def _discover(root: Path, keep_unlabelled: bool = False
+              ) -> tuple[Path, dict[str, list[Sample]], list[str], list[str]]:
     """Finds samples under ``root`` and every structural problem."""
     problems: list[str] = []
     warnings: list[str] = []
@@ -1425,7 +1491,8 @@ def _discover(root: Path) -> tuple[Path, dict[str, list[Sample]], list[str], lis
     if splits:
         samples = {}
         for name, folder in splits.items():
-            found = _discover_dir(folder, name, problems, warnings)
+            found = _discover_dir(folder, name, problems, warnings,
+                                  keep_unlabelled=keep_unlabelled)
             samples[name] = found.get(name, [])
         if _alias_dir(root, IMAGE_DIR_NAMES, "image", []) is not None:
             warnings.append(f"{root}: has split folders and an images folder; only the split "
@@ -1436,7 +1503,7 @@ def _discover(root: Path) -> tuple[Path, dict[str, list[Sample]], list[str], lis
     elif (lists := _split_lists(root, problems)) is not None:
         samples = _listed_samples(root, lists, problems, warnings)
     else:
-        samples = _discover_dir(root, None, problems, warnings)
+        samples = _discover_dir(root, None, problems, warnings, keep_unlabelled=keep_unlabelled)
     samples = {k: sorted(_expand_pages(samples[k], problems, warnings),
                          key=lambda s: _natural_key(s.name))
                for k in SPLIT_ORDER if k in samples}
@@ -1459,6 +1526,9 @@ def _split_lists(root: Path, problems: list[str]) -> dict[str, list[str]] | None
         if path is not None:
             # VOC detection lists carry a second column (" 1" / "-1"); keep the name.
             lists[split] = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if "train" in lists and "val" in lists:  # trainval.txt also holds the val images
+        val = set(lists["val"])
+        lists["train"] = [n for n in lists["train"] if n not in val]
     if "train" not in lists:
         problems.append(f"{folder}: no train.txt (or trainval.txt) split list; add one with the "
                         "training image names, one per line, or remove the folder.")
@@ -1482,13 +1552,17 @@ def _listed_samples(root: Path, lists: dict[str, list[str]], problems: list[str]
     return out
 
 
-def find_samples(root: str | Path, strict: bool = True) -> dict[str, list[Sample]]:
+def find_samples(root: str | Path, strict: bool = True,
+                 keep_unlabelled: bool = False) -> dict[str, list[Sample]]:
     """Discovers samples under a dataset folder.
 
     Args:
         root: Dataset root, split root, or the images/ folder itself.
         strict: Raise when pairing problems are found; when False return
             whatever could be paired.
+        keep_unlabelled: Masks are optional everywhere: every image is a
+            sample, with ``mask_path`` None where it has no mask (the images
+            to predict).
 
     Returns:
         Samples per split, in natural name order. Keys are among "train",
@@ -1501,10 +1575,28 @@ def find_samples(root: str | Path, strict: bool = True) -> dict[str, list[Sample
         DatasetError: ``strict`` and the folder is missing, empty, or has
             unpaired/ambiguous files.
     """
-    _, samples, problems, _ = _discover(Path(root))
+    _, samples, problems, _ = _discover(Path(root), keep_unlabelled)
     if problems and strict:
         raise DatasetError(problems)
     return samples
+
+
+def _pick_groups(groups: dict[str, list[int]], n: int, target: float, seed: int) -> set[int]:
+    """Whole groups, in a seeded random order, each taken when it brings the
+    validation count closer to ``target``; at least one sample on each side."""
+    if target <= 0 or n < 2:
+        return set()
+    keys = sorted(groups, key=_natural_key)
+    picked: set[int] = set()
+    for g in np.random.default_rng(seed).permutation(len(keys)).tolist():
+        members = groups[keys[g]]
+        if len(picked) + len(members) < n and \
+                abs(len(picked) + len(members) - target) < abs(len(picked) - target):
+            picked.update(members)
+    if not picked:  # every group overshoots: the smallest one that leaves training data
+        smallest = min((groups[k] for k in keys if len(groups[k]) < n), key=len, default=[])
+        picked.update(smallest)
+    return picked
 
 
 def split_samples(samples: Sequence[Sample], val_fraction: float,
@@ -1537,19 +1629,19 @@ def split_samples(samples: Sequence[Sample], val_fraction: float,
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(ordered):
         groups.setdefault(s.name.split("/")[0] if "/" in s.name else s.name, []).append(i)
-    if len(groups) < 2:  # one folder: split its samples
-        groups = {str(i): [i] for i in range(len(ordered))}
-    keys = sorted(groups, key=_natural_key)
     n = len(ordered)
     target = n * val_fraction
-    val_idx: set[int] = set()
-    if val_fraction > 0 and len(keys) >= 2:
-        for g in np.random.default_rng(seed).permutation(len(keys)).tolist()[:-1]:
-            members = groups[keys[g]]
-            # Add whole groups while that brings the count closer to the target.
-            if val_idx and abs(len(val_idx) + len(members) - target) >= abs(len(val_idx) - target):
-                break
-            val_idx.update(members)
+    singles = {str(i): [i] for i in range(n)}
+    if len(groups) == n:  # no sample shares a folder
+        groups = singles
+    val_idx = _pick_groups(groups, n, target, seed) if len(groups) >= 2 else set()
+    if groups is not singles and abs(len(val_idx) - target) > max(1.0, target / 2):
+        if len(groups) >= 2:
+            logger.warning("%d folders cannot be split near a validation fraction of %g (got %d "
+                           "of %d images); splitting their images instead, so neighbouring "
+                           "images of one folder may land on both sides.",
+                           len(groups), val_fraction, len(val_idx), n)
+        val_idx = _pick_groups(singles, n, target, seed)
     train = [s for i, s in enumerate(ordered) if i not in val_idx]
     val = [s for i, s in enumerate(ordered) if i in val_idx]
     return train, val

@@ -1,8 +1,10 @@
 """Files in, files out: ``unet-tf predict`` and ``unet-tf evaluate`` as library functions.
 
-``predict_files`` writes, per input image, ``<stem>.png`` (the label mask:
-0/255 for binary models, class indices otherwise), ``<stem>_overlay.png``, and
-with ``probabilities=True`` ``<stem>_prob.npy`` (float32, H x W x classes).
+``predict_files`` writes, per input image, ``<stem>.png`` (the label mask in
+the training masks' encoding: 0/255 for binary models, the class colours or
+grey levels for colour- or grey-coded masks, class indices otherwise),
+``<stem>_overlay.png``, and with ``probabilities=True`` ``<stem>_prob.npy``
+(float32, H x W x classes).
 
 ``evaluate_folder`` scores a model on a labelled dataset folder: per-class
 dice and IoU, pixel accuracy, and for binary (instance-style) data the object
@@ -47,8 +49,9 @@ def _collect(inputs) -> list[tuple[Path, int | None, str]]:
     A folder with image files in it gives those files (sorted, not recursive).
     Any other folder is read as a dataset (every layout ``check-data`` knows:
     images/ + masks/, split folders, one folder per sample or per patient,
-    TIFF stacks), and its images are segmented, never its masks; output names
-    keep the sample names, sub-folders included.
+    TIFF stacks), and its images are segmented, labelled or not, never its
+    masks; output names keep the sample names, sub-folders included. A
+    folder with no known layout gives every image file below it.
     """
     items = []
     for entry in inputs:
@@ -66,10 +69,15 @@ def _collect(inputs) -> list[tuple[Path, int | None, str]]:
 
 
 def _dataset_images(folder: Path) -> list[tuple[Path, int | None, str]]:
-    splits = io.find_samples(folder, strict=False)
+    splits = io.find_samples(folder, strict=False, keep_unlabelled=True)
     prefix = len(splits) > 1  # names are only unique within a split
     items = [(s.image_path, s.page, f"{split}/{s.name}" if prefix else s.name)
              for split, samples in splits.items() for s in samples]
+    if not items:  # no layout: every image file below the folder
+        items = [(p, None, p.relative_to(folder).with_suffix("").as_posix())
+                 for p in sorted(folder.rglob("*"))
+                 if p.is_file() and p.suffix.lower() in io.IMAGE_EXTENSIONS
+                 and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     if not items:
         raise FileNotFoundError(f"{folder}: no image files ({', '.join(io.IMAGE_EXTENSIONS)}) "
                                 "and no dataset layout with images in it")
@@ -205,7 +213,8 @@ def _held_out(model, data, splits: dict) -> list:
 def _pick_split(splits: dict, split: str | None, held_out: list = ()) -> tuple[str, list]:
     if split == "all":
         return "all", [s for group in splits.values() for s in group if s.mask_path is not None]
-    if split in (None, "val") and "test" not in splits and held_out:
+    labelled_test = any(s.mask_path is not None for s in splits.get("test", []))
+    if held_out and (split == "val" or (split is None and not labelled_test)):
         return "held-out val", list(held_out)
     order = [split] if split else ["test", "val", "all", "train"]
     for name in order:

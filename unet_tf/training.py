@@ -212,8 +212,8 @@ def _prepare_out(config: TrainConfig) -> Path:
 
 
 def _dataset_folder(config: TrainConfig, out: Path) -> Path:
-    if config.data:
-        return Path(config.data)
+    if config.data:  # absolute in config.json, so evaluate finds it from anywhere
+        return Path(config.data).resolve()
     from .datasets import write_dataset
     folder = out / "data"
     if not folder.exists():
