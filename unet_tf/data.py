@@ -360,6 +360,19 @@ class _TileSampler:
                 np.ascontiguousarray(weight, np.float32))
 
 
+def _tile_loader(make_tile, tile_in: int, tile_out: int, channels: int):
+    """A tf.data map function: tile index -> (image, label, weight) from the
+    numpy function ``make_tile``, with the static shapes Keras needs."""
+    def load(k):
+        image, label, weight = tf.numpy_function(make_tile, [k], [tf.float32, tf.int32, tf.float32],
+                                                 stateful=False)
+        image.set_shape((tile_in, tile_in, channels))
+        label.set_shape((tile_out, tile_out))
+        weight.set_shape((tile_out, tile_out))
+        return image, label, weight
+    return load
+
+
 def train_dataset(items: Sequence[Item], *, tile_size: int, batch_size: int, depth: int = 4,
                   padding: str = "same", augment: AugmentConfig | None = None,
                   spec: io.LabelSpec | None = None, weight_map: WeightMapConfig | None = None,
@@ -385,14 +398,7 @@ def train_dataset(items: Sequence[Item], *, tile_size: int, batch_size: int, dep
     # cv2 parallelises each remap itself; tf.data already runs samples in parallel.
     cv2.setNumThreads(1)
 
-    def load(k):
-        image, label, weight = tf.numpy_function(sampler, [k], [tf.float32, tf.int32, tf.float32],
-                                                 stateful=False)
-        image.set_shape((tile_in, tile_in, channels))
-        label.set_shape((tile_out, tile_out))
-        weight.set_shape((tile_out, tile_out))
-        return image, label, weight
-
+    load = _tile_loader(sampler, tile_in, tile_out, channels)
     ds = tf.data.Dataset.counter().shard(num_shards, shard_index)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
@@ -439,14 +445,7 @@ def val_dataset(items: Sequence[Item], *, tile_size: int, batch_size: int, depth
         i, top, left = positions[int(k)]
         return _val_tile(items[i], top, left, tile_in, tile_out, ignore_index)
 
-    def load(k):
-        image, label, weight = tf.numpy_function(cut, [k], [tf.float32, tf.int32, tf.float32],
-                                                 stateful=False)
-        image.set_shape((tile_in, tile_in, channels))
-        label.set_shape((tile_out, tile_out))
-        weight.set_shape((tile_out, tile_out))
-        return image, label, weight
-
+    load = _tile_loader(cut, tile_in, tile_out, channels)
     ds = tf.data.Dataset.range(len(positions)).map(load, num_parallel_calls=tf.data.AUTOTUNE,
                                                    deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options(True))
