@@ -836,3 +836,20 @@ def test_review_cases_voc_annotations_isic_splits_and_unlabelled_discovery(tmp_p
     write(flat / "masks" / "a.png", binary_mask())
     assert [s.name for s in io.find_samples(flat, strict=False, keep_unlabelled=True)["all"]] == ["a", "b", "c"]
     assert [s.name for s in io.find_samples(flat, strict=False)["all"]] == ["a"]
+
+
+def test_jpeg_photos_are_read_upright_as_their_exif_orientation_says(tmp_path):
+    photo = np.zeros((H, W, 3), np.uint8)
+    photo[:, :2] = 255                                    # a bright band on the left
+    ok, encoded = cv2.imencode(".jpg", photo)
+    tiff = (b"MM\x00\x2a\x00\x00\x00\x08" + struct.pack(">H", 1)
+            + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0) + struct.pack(">I", 0))  # rotate 90 cw
+    app1 = b"Exif\x00\x00" + tiff
+    data = encoded.tobytes()
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "p.jpg").write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2)
+                                               + app1 + data[2:])
+    upright = io.read_image(tmp_path / "images" / "p.jpg")
+    assert upright.shape == (W, H, 3) and upright[:2].mean() > 200     # the band is now on top
+    write(tmp_path / "masks" / "p.png", np.zeros((W, H), np.uint8))   # drawn on the upright photo
+    assert io.check_dataset(tmp_path).ok

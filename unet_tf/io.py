@@ -241,11 +241,16 @@ def _unreadable(path: Path, page: int | None) -> DatasetError:
 
 
 def _decode(path: Path, page: int | None) -> np.ndarray:
-    """Decodes one image (or one page of a stack) with IMREAD_UNCHANGED."""
+    """Decodes one image (or one page of a stack) as stored; JPEGs upright."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: file not found; check the path.")
     flags = cv2.IMREAD_UNCHANGED  # keeps 16-bit, float and alpha as stored
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        # Phone photos store their rotation in EXIF; annotation tools show them
+        # upright, so their masks are upright too. These flags apply the EXIF
+        # orientation (IMREAD_UNCHANGED ignores it) and keep grey JPEGs grey.
+        flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
     try:
         if page is None:
             # cv2.imread cannot open non-ASCII paths on some platforms.
