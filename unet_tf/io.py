@@ -62,6 +62,7 @@ def __getattr__(name: str):
         return getattr(layouts, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 # GIF is not in the documented list but OpenCV reads it and Carvana ships GIF masks.
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".gif")
 MAX_MASK_VALUES = 1024          # more distinct values than this is not a label mask
