@@ -451,13 +451,21 @@ def _stack_samples(prefix: str, files: dict[str, Path], split: str,
         return []
     if labels is not None:
         pages = _stack_label_pages(volume, labels, pages, problems)
-    inst = files.get("instances")
-    if inst is not None and _page_count(inst) != pages:
-        problems.append(f"{inst}: {_page_count(inst)} pages but {volume} has {pages}; "
-                        "instance stacks need one page per image page.")
-        inst = None
+    inst = _matching_pages(files.get("instances"), volume, pages, problems)
     return [Sample(name=f"{volume.stem}[{i}]", image_path=volume, mask_path=labels,
                    instance_path=inst, page=i) for i in range(pages)]
+
+
+def _matching_pages(inst: Path | None, image: Path, pages: int, problems: list[str]) -> Path | None:
+    """``inst`` if it has one page per image page, else None (and a problem)."""
+    if inst is None:
+        return None
+    found = _page_count(inst)
+    if found != pages:
+        problems.append(f"{inst}: {found} pages but {image} has {pages}; "
+                        "instance stacks need one page per image page.")
+        return None
+    return inst
 
 
 def _stack_label_pages(volume: Path, labels: Path, pages: int, problems: list[str]) -> int:
@@ -545,11 +553,7 @@ def _expand_pages(samples: list[Sample], problems: list[str],
                             f"{mask_pages}; only the first page is used.")
             out.append(s)
             continue
-        inst = s.instance_path
-        if inst is not None and _page_count(inst) != pages:
-            problems.append(f"{inst}: {_page_count(inst)} pages but {s.image_path} has {pages}; "
-                            "instance stacks need one page per image page.")
-            inst = None
+        inst = _matching_pages(s.instance_path, s.image_path, pages, problems)
         out += [Sample(f"{s.name}[{i}]", s.image_path, s.mask_path, inst, page=i)
                 for i in range(pages)]
     return out

@@ -23,13 +23,17 @@ _SERIES = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
            (140, 86, 75), (227, 119, 194), (127, 127, 127)]  # RGB
 
 
+def is_grey_palette(palette) -> bool:
+    """True when every class colour is a grey level (r == g == b)."""
+    lut = np.asarray(palette)
+    return bool(np.all(lut == lut[:, :1]))
+
+
 def class_colors(num_labels: int, palette=None) -> np.ndarray:
     """An RGB colour per class (uint8, (K, 3)); class 0 black unless a colour
     palette is given (grey-level palettes make poor overlays and are ignored)."""
-    if palette is not None:
-        lut = np.asarray(palette, np.uint8)
-        if not np.all(lut == lut[:, :1]):
-            return lut
+    if palette is not None and not is_grey_palette(palette):
+        return np.asarray(palette, np.uint8)
     colors = [(0, 0, 0), (0, 220, 0), (230, 40, 40), (40, 90, 255), (250, 220, 0), (0, 220, 220),
               (220, 0, 220), (255, 140, 0), (140, 80, 255), (120, 255, 120)]
     rng = np.random.default_rng(7)

@@ -102,8 +102,7 @@ def _mask_image(labels: np.ndarray, num_classes: int, palette=None) -> np.ndarra
         return (labels * 255).astype(np.uint8)
     if palette:
         lut = np.asarray(palette, np.uint8)
-        grey = bool(np.all(lut == lut[:, :1]))
-        return lut[labels, 0] if grey else lut[labels]
+        return lut[labels, 0] if plots.is_grey_palette(palette) else lut[labels]
     return labels
 
 
