@@ -39,8 +39,8 @@ from tensorflow.python.framework.convert_to_constants import (  # noqa: E402
 from unet_tf import losses  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # the v1 profiler's deprecation notes
-from unet_tf.model import UNet  # noqa: E402
-from unet_tf.unetpp import UNetPlusPlus  # noqa: E402
+from unet_tf.models import UNet  # noqa: E402
+from unet_tf.models import UNetPlusPlus  # noqa: E402
 
 
 def build(args) -> dict:

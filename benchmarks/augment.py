@@ -1,9 +1,9 @@
-"""Benchmark: elasticdeform vs the OpenCV backend of unet_tf.augment.
+"""Benchmark: elasticdeform vs the OpenCV backend of unet_tf.data.augment.
 
 Times, on the same float image + int mask and the SAME coarse displacement grid:
   * elasticdeform.deform_grid (the reference, cubic B-spline image, order-0 mask)
-  * unet_tf.augment.elastic_deform, OpenCV backend (cubic Keys kernel, and exact B-spline)
-  * unet_tf.augment.augment_sample with every augmentation on (OpenCV and elasticdeform backends)
+  * unet_tf.data.augment.elastic_deform, OpenCV backend (cubic Keys kernel, and exact B-spline)
+  * unet_tf.data.augment.augment_sample with every augmentation on (OpenCV and elasticdeform backends)
 and prints ms per image+mask pair, the speed-ups, and the parity of the two backends.
 
     python benchmarks/augment.py --size 512 --repeats 20
@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import elasticdeform  # noqa: E402
 
-from unet_tf.augment import AugmentConfig, augment_sample, elastic_deform, random_coarse_displacement  # noqa: E402
+from unet_tf.data.augment import AugmentConfig, augment_sample, elastic_deform, random_coarse_displacement  # noqa: E402
 
 
 def _timeit(fn, repeats):

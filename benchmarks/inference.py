@@ -20,10 +20,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from unet_tf import datasets, export, sizes, training  # noqa: E402
+from unet_tf import deploy as export  # noqa: E402
+from unet_tf import sizes, training  # noqa: E402
+from unet_tf.data import synthetic as datasets  # noqa: E402
 from unet_tf.config import TrainConfig  # noqa: E402
-from unet_tf.inference import KerasRuntime, load_runtime, predict_tiled  # noqa: E402
-from unet_tf.model import UNet  # noqa: E402
+from unet_tf.inference import predict_tiled  # noqa: E402
+from unet_tf.runtimes import KerasRuntime, load_runtime  # noqa: E402
+from unet_tf.models import UNet  # noqa: E402
 
 
 def median_time(fn, repeats):

@@ -18,8 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from unet_tf import data, datasets, training  # noqa: E402
-from unet_tf.augment import AugmentConfig  # noqa: E402
+from unet_tf import data, training  # noqa: E402
+from unet_tf.data import synthetic  # noqa: E402
+from unet_tf.data.augment import AugmentConfig  # noqa: E402
 from unet_tf.config import TrainConfig  # noqa: E402
 
 
@@ -41,7 +42,7 @@ def main():
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs; demo configuration: tile {cfg.tile_size}, "
           f"batch {cfg.batch_size}, depth {cfg.depth}, {cfg.base_filters} filters")
     with tempfile.TemporaryDirectory() as tmp:
-        root = datasets.write_dataset(os.path.join(tmp, "cells"), n=40, size=256, seed=0)
+        root = synthetic.write_dataset(os.path.join(tmp, "cells"), n=40, size=256, seed=0)
         variants = {}
         for backend in ("opencv", "elasticdeform"):
             for weights in (True, False):

@@ -27,10 +27,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
-from unet_tf import data, datasets, losses, training  # noqa: E402
-from unet_tf.augment import AugmentConfig  # noqa: E402
+from unet_tf import data, losses, training  # noqa: E402
+from unet_tf.data import synthetic  # noqa: E402
+from unet_tf.data.augment import AugmentConfig  # noqa: E402
 from unet_tf.config import TrainConfig  # noqa: E402
-from unet_tf.model import UNet  # noqa: E402
+from unet_tf.models import UNet  # noqa: E402
 
 
 def functional_unet(depth, base, channels, classes):
@@ -147,7 +148,7 @@ def bare_conv_gflops(args):
 
 
 def demo_setup(tmp):
-    root = datasets.write_dataset(os.path.join(tmp, "cells"), n=40, size=256, seed=0)
+    root = synthetic.write_dataset(os.path.join(tmp, "cells"), n=40, size=256, seed=0)
     bundle = data.load_data(root)
     return bundle
 

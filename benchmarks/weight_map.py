@@ -3,7 +3,7 @@
 The default reference does one full-image exact Euclidean distance transform
 per instance (cv2.distanceTransform, DIST_L2 + DIST_MASK_PRECISE, on OpenCV's
 threads) and keeps the two smallest distances per pixel; ``--reference tests``
-times the scipy reference from tests/test_weights.py instead (same algorithm,
+times the scipy reference from tests/data/test_weights.py instead (same algorithm,
 slower transform, float64). Both run on the same random instance map; the
 script checks they agree within --atol and prints the median times and the
 speed-up measured in this run (alternating rounds, see main).
@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from unet_tf.weights import unet_weight_map  # noqa: E402
+from unet_tf.data.weights import unet_weight_map  # noqa: E402
 
 
 def random_cells(size, n, rng, r_min=8.0, r_max=20.0, touch_fraction=0.3, max_tries=200_000):
@@ -95,10 +95,11 @@ def reference_weight_map(labels, w0=10.0, sigma=5.0):
 
 
 def tests_reference():
-    """The reference that lives in tests/test_weights.py (scipy, float64)."""
+    """The reference that lives in tests/data/test_weights.py (scipy, float64)."""
     import importlib.util
 
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "test_weights.py")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "tests", "data", "test_weights.py")
     spec = importlib.util.spec_from_file_location("unet_tf_test_weights", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # needs scipy and pytest (pip install -e .[dev])
@@ -134,7 +135,7 @@ def main(argv=None):
     p.add_argument("--atol", type=float, default=1e-5)
     p.add_argument("--reference", choices=["opencv", "tests"], default="opencv",
                    help="opencv: one cv2 distance transform per instance (default, the stronger "
-                        "baseline); tests: the scipy reference in tests/test_weights.py")
+                        "baseline); tests: the scipy reference in tests/data/test_weights.py")
     p.add_argument("--opencv-threads", type=int, default=None,
                    help="cv2.setNumThreads for both sides (default: OpenCV's own setting)")
     args = p.parse_args(argv)

@@ -15,9 +15,10 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from unet_tf import datasets, training  # noqa: E402
+from unet_tf import training  # noqa: E402
+from unet_tf.data import synthetic  # noqa: E402
 from unet_tf.config import TrainConfig  # noqa: E402
-from unet_tf.predict import evaluate_folder  # noqa: E402
+from unet_tf.evaluate import evaluate_folder  # noqa: E402
 
 
 def main():
@@ -28,7 +29,7 @@ def main():
     args = parser.parse_args()
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        root = datasets.write_dataset(os.path.join(tmp, "cells"), n=args.images, size=256, seed=args.seed)
+        root = synthetic.write_dataset(os.path.join(tmp, "cells"), n=args.images, size=256, seed=args.seed)
         for name, w0 in (("with weight map (w0=10)", 10.0), ("without border term (w0=0)", 0.0)):
             cfg = TrainConfig(data=str(root), out=os.path.join(tmp, f"run-{w0}"), epochs=args.epochs,
                               w0=w0, seed=args.seed, verbose=0)

@@ -13,6 +13,17 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture(scope="session")
+def cells(tmp_path_factory):
+    """A small synthetic binary dataset on disk, written once per session (read it, never write
+    into it): train/ (4) and val/ (2) with images/, masks/ (0/255) and instances/, 64x64."""
+    from unet_tf.data import synthetic
+
+    root = tmp_path_factory.mktemp("cells") / "data"
+    synthetic.write_dataset(root, n=6, size=64, seed=1)
+    return root
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running tests, kept out of the default run")
 
@@ -26,11 +37,12 @@ def trained_binary_model():
     """
     import keras
 
-    from unet_tf import datasets, losses
-    from unet_tf.model import UNet
+    from unet_tf import losses
+    from unet_tf.data import synthetic
+    from unet_tf.models import UNet
 
     keras.utils.set_random_seed(0)
-    images, instances = datasets.synthetic_cells(8, 64, seed=3)
+    images, instances = synthetic.synthetic_cells(8, 64, seed=3)
     x = images.astype("float32") / 255.0
     y = (instances > 0).astype("int32")
     model = UNet(num_classes=1, depth=2, base_filters=8, dropout=0.0, batch_norm=True,

@@ -6,16 +6,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from unet_tf import datasets
 from unet_tf.cli import main
-from unet_tf.predict import object_counts
-
-
-@pytest.fixture(scope="module")
-def cells(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli") / "data"
-    datasets.write_dataset(root, n=4, size=64, seed=4)
-    return root
+from unet_tf.evaluate import object_counts
 
 
 @pytest.fixture(scope="module")

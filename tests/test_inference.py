@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from unet_tf import sizes
-from unet_tf.inference import KerasRuntime, predict_image, predict_tiled, prepare_image, to_labels
-from unet_tf.model import UNet
+from unet_tf.inference import predict_image, predict_tiled, prepare_image, to_labels
+from unet_tf.runtimes import KerasRuntime
+from unet_tf.models import UNet
 from unet_tf.tiling import window
 
 

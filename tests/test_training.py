@@ -13,19 +13,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from unet_tf import datasets, training
+from unet_tf import training
 from unet_tf.cli import main
 from unet_tf.config import TrainConfig
 
 TINY = ["--depth", "2", "--base-filters", "4", "--tile-size", "32", "--batch-size", "4",
         "--steps-per-epoch", "3", "--verbose", "0"]
-
-
-@pytest.fixture(scope="module")
-def cells(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cells") / "data"
-    datasets.write_dataset(root, n=6, size=64, seed=1)
-    return root
 
 
 def _tiny_config(cells, out, **kw):
@@ -40,13 +33,14 @@ def test_cli_run_writes_the_whole_run_folder(cells, tmp_path):
     result = CliRunner().invoke(main, ["train", "--data", str(cells), "--out", str(out), "--epochs", "2",
                                        *TINY])
     assert result.exit_code == 0, result.output
-    for name in ("config.json", "dataset.json", "best.keras", "last.keras", "history.csv",
+    for name in ("config.json", "run.json", "best.keras", "last.keras", "history.csv",
                  "report.json", "curves.png", "samples.png"):
         assert (out / name).is_file(), name
     assert any((out / "logs").rglob("*tfevents*"))
-    assert not (out / "backup").exists()  # removed after a finished run
-    with open(out / "history.csv") as f:
-        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
+    assert (out / "state.json").exists()
+    assert {p.name for p in (out / "checkpoints").iterdir()} <= {"epoch-0001.keras", "epoch-0002.keras"}
+    with open(out / "history.csv") as f:  # epochs counted from 1, as in best.json
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["1", "2"]
     config = json.loads((out / "config.json").read_text())
     assert config["depth"] == 2 and config["epochs"] == 2
     # The report's numbers come from the best model's predictions on the validation images.
@@ -116,18 +110,18 @@ def test_interrupted_run_resumes_from_the_next_epoch(cells, tmp_path, monkeypatc
                 raise _Interrupt()
 
     def with_kill(*args, **kwargs):
-        cbs, guard = original(*args, **kwargs)
-        return cbs + [KillAfterSecondEpoch()], guard
+        cbs, guard, checkpoint = original(*args, **kwargs)
+        return cbs + [KillAfterSecondEpoch()], guard, checkpoint
 
     monkeypatch.setattr(training, "_callbacks", with_kill)
     with pytest.raises(_Interrupt):
         training.train(_tiny_config(cells, out, epochs=4))
-    assert (out / "backup").exists() and (out / "last.keras").exists()
+    assert (out / "state.json").exists() and (out / "last.keras").exists()
     monkeypatch.setattr(training, "_callbacks", original)
     epochs_run = []
     monkeypatch.setattr(training, "_callbacks",
                         lambda *a, **k: (lambda r: (r[0] + [keras.callbacks.LambdaCallback(
-                            on_epoch_begin=lambda e, logs: epochs_run.append(e))], r[1]))(original(*a, **k)))
+                            on_epoch_begin=lambda e, logs: epochs_run.append(e))], r[1], r[2]))(original(*a, **k)))
     result = training.train(_tiny_config(cells, out, epochs=4, resume=True))
     assert epochs_run == [2, 3]  # epochs 0 and 1 had finished before the interruption
     assert len(result.history["loss"]) == 4  # the CSV log was continued, not restarted
@@ -203,7 +197,8 @@ def test_two_workers_train_in_step_on_loopback(cells, tmp_path):
 def test_evaluate_uses_the_images_the_run_held_out(cells, tmp_path):
     import shutil
 
-    from unet_tf import io
+    from unet_tf.data.layouts import find_samples
+    from unet_tf.data.split import split_samples
     flat = tmp_path / "flat"                      # no val/ folder: training holds some out
     for split in ("train", "val"):
         for kind in ("images", "masks"):
@@ -215,6 +210,6 @@ def test_evaluate_uses_the_images_the_run_held_out(cells, tmp_path):
     result = CliRunner().invoke(main, ["evaluate", str(out), str(flat), "--tile-size", "32"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "evaluation.json").read_text())
-    _, held_out = io.split_samples(io.find_samples(flat)["all"], 0.34, seed=5)
+    _, held_out = split_samples(find_samples(flat)["all"], 0.34, seed=5)
     assert report["split"] == "held-out val"
     assert [e["name"] for e in report["per_image"]] == [s.name for s in held_out]

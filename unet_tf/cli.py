@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from .config import PRESETS, TrainConfig, load_config_file
+from .errors import UnetTfError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -72,17 +73,16 @@ def _user_errors(func):
     """Turn the library's input errors into a message and exit status 1."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from .io import DatasetError
         try:
             return func(*args, **kwargs)
-        except DatasetError as err:
+        except (UnetTfError, ValueError, FileExistsError, FileNotFoundError) as err:
             _fail(str(err))
-        except (ValueError, FileExistsError, FileNotFoundError) as err:
-            _fail(str(err))
-        except RuntimeError as err:
-            if type(err).__name__ in ("TrainingDiverged", "ExportError"):
-                _fail(str(err))
-            raise
+        except OSError as err:  # e.g. a read-only or full --out
+            where = err.filename or "a file"
+            _fail(f"{where}: cannot write or read it ({err.strerror or err}); check the "
+                  "path and its permissions")
+        except RecursionError:
+            _fail("an input file is nested too deeply to read (a classes.json or config file?)")
     return wrapper
 
 
@@ -119,8 +119,12 @@ def _train_options(func):
 
 def resolve_train_config(ctx: click.Context, preset: str | None, config_file: str | None,
                          values: dict) -> TrainConfig:
-    """Defaults < preset < config file < options given on the command line."""
-    resolved = {}
+    """Defaults < preset < config file < options given on the command line.
+
+    ``--resume`` starts from the run's own ``config.json`` instead of the
+    defaults, so only the options given now count as changes.
+    """
+    resolved = _stored_config(values) if values.get("resume") else {}
     if preset:
         resolved.update(PRESETS[preset])
     if config_file:
@@ -129,6 +133,17 @@ def resolve_train_config(ctx: click.Context, preset: str | None, config_file: st
         if ctx.get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE:
             resolved[key] = value
     return TrainConfig.from_dict(resolved)
+
+
+def _stored_config(values: dict) -> dict:
+    path = Path(values.get("out") or "") / "config.json"
+    if not values.get("out") or not path.is_file():
+        return {}
+    import json
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); the run folder is damaged") from None
 
 
 @main.command("train", context_settings={"show_default": True})
@@ -145,6 +160,8 @@ def train_command(ctx, config_file, preset, **values):
     _start_tensorflow()
     from .training import train
     result = train(config)
+    if result.finished_before:
+        return
     if result.report:
         report = result.report
         click.echo(f"\nRun folder: {result.out}")
@@ -156,11 +173,12 @@ def train_command(ctx, config_file, preset, **values):
 # --------------------------------------------------------------------------- data
 @main.command("check-data")
 @click.argument("data", type=click.Path())
-@click.option("--num-classes", type=int, default=None, help="Classes in the masks (default: inferred).")
+@click.option("--num-classes", type=click.IntRange(1, 1024), default=None,
+              help="Classes in the masks (default: inferred).")
 @click.option("--ignore-index", type=int, default=255, show_default=True, help="Label value of void pixels.")
 def check_data_command(data, num_classes, ignore_index):
     """Validate a dataset folder: print a summary, or every problem found (exit 1)."""
-    from .io import check_dataset, format_report
+    from .data.check import check_dataset, format_report
     report = check_dataset(data, num_classes=num_classes, ignore_index=ignore_index)
     click.echo(format_report(report))
     sys.exit(0 if report.ok else 1)
@@ -174,7 +192,11 @@ def _parse_size(ctx, param, values):
             h, _, w = value.lower().partition("x")
             parsed.append((int(h), int(w or h)))
         except ValueError:
-            raise click.BadParameter(f"{value!r}: write sizes as HxW, for example 256x256")
+            raise click.BadParameter(f"{value!r}: write sizes as HxW, for example 256x256",
+                                     param_hint="'--tflite-size'") from None
+        if min(parsed[-1]) < 1:
+            raise click.BadParameter(f"{value!r}: sizes must be positive",
+                                     param_hint="'--tflite-size'")
     return parsed
 
 
@@ -182,7 +204,8 @@ def _parse_size(ctx, param, values):
 @click.argument("model", type=click.Path())
 @click.option("--out", default="exports", help="Output folder (TF Serving layout OUT/<name>/<version>).")
 @click.option("--name", default="unet", help="Model name for TF Serving.")
-@click.option("--version", type=int, default=None, help="Version (default: the next free number).")
+@click.option("--version", type=click.IntRange(min=1), default=None,
+              help="Version (default: the next free number).")
 @click.option("--force", is_flag=True, help="Replace an existing version.")
 @click.option("--tflite-size", "tflite_sizes", multiple=True, callback=_parse_size, default=["256x256"],
               help="Fixed TFLite input shape HxW; repeat for several.")
@@ -195,7 +218,7 @@ def _parse_size(ctx, param, values):
 def export_command(model, out, name, version, force, tflite_sizes, tflite_variants, no_tflite, data):
     """Export MODEL (a .keras file or a run folder) to a SavedModel and TFLite files, verified."""
     _start_tensorflow()
-    from .export import ExportOptions, export_model
+    from .deploy import ExportOptions, export_model
     options = ExportOptions(name=name, version=version, force=force,
                             tflite_sizes=[] if no_tflite else list(tflite_sizes),
                             tflite_variants=() if no_tflite else tuple(tflite_variants))
@@ -204,25 +227,54 @@ def export_command(model, out, name, version, force, tflite_sizes, tflite_varian
 
 
 # --------------------------------------------------------------------------- predict / evaluate
+def _instance_options(func):
+    """--min-size, --seed-distance, --instance-method: how instance maps are cut
+    (``unet_tf.objects.to_instances``), shared by predict and evaluate."""
+    options = [
+        click.option("--min-size", type=click.IntRange(min=0), default=15,
+                     help="Smallest object kept, in pixels; smaller ones are merged into a "
+                          "neighbour or removed."),
+        click.option("--seed-distance", type=click.FloatRange(min=1.0), default=5.0,
+                     help="Distance maxima closer than this (pixels) seed one object; "
+                          "larger values split less."),
+        click.option("--instance-method", type=click.Choice(["watershed", "components"]),
+                     default="watershed",
+                     help="watershed: connected components, touching objects split by a seeded "
+                          "watershed; components: connected components only."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command("predict", context_settings={"show_default": True})
 @click.argument("model", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", default="predictions", help="Output folder.")
-@click.option("--tile-size", type=int, default=None, help="Input tile size (default: about 512, or the TFLite shape).")
-@click.option("--batch-size", type=int, default=4, help="Tiles per model call.")
-@click.option("--threshold", type=float, default=0.5, help="Probability threshold of binary models.")
+@click.option("--tile-size", type=click.IntRange(min=1), default=None,
+              help="Input tile size (default: about 512, or the TFLite shape).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, help="Tiles per model call.")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5,
+              help="Probability threshold of binary models.")
 @click.option("--tta/--no-tta", default=False, help="Average predictions over flips.")
 @click.option("--probabilities/--no-probabilities", default=False, help="Also write probability maps (.npy).")
 @click.option("--overlays/--no-overlays", default=True, help="Also write overlays (png).")
+@click.option("--instances/--no-instances", default=False,
+              help="Also write <name>_instances.png (16-bit object ids, 0 = background) and "
+                   "<name>_instances_overlay.png (each object outlined in its own colour).")
+@_instance_options
 @_user_errors
-def predict_command(model, inputs, out, tile_size, batch_size, threshold, tta, probabilities, overlays):
+def predict_command(model, inputs, out, tile_size, batch_size, threshold, tta, probabilities, overlays,
+                    instances, min_size, seed_distance, instance_method):
     """Segment images (files or folders) with MODEL: .keras, a run folder, a SavedModel or .tflite."""
     _start_tensorflow()
     from .predict import predict_files
     written = predict_files(model, inputs, out, tile_size=tile_size, batch_size=batch_size,
                             threshold=threshold, tta=tta, probabilities=probabilities,
-                            overlays=overlays, progress=True)
-    click.echo(f"Wrote {len(written)} masks to {out}")
+                            overlays=overlays, progress=True, instances=instances,
+                            min_size=min_size, seed_distance=seed_distance,
+                            instance_method=instance_method)
+    click.echo(f"Wrote {len(written)} masks{' and instance maps' if instances else ''} to {out}")
 
 
 @main.command("evaluate", context_settings={"show_default": True})
@@ -233,16 +285,21 @@ def predict_command(model, inputs, out, tile_size, batch_size, threshold, tta, p
                    "images the run held out for validation when MODEL is a run on DATA, else all; "
                    "val also means those held-out images).")
 @click.option("--out", default=None, help="JSON report path (default: MODEL's folder/evaluation.json).")
-@click.option("--tile-size", type=int, default=None, help="Input tile size.")
-@click.option("--threshold", type=float, default=0.5, help="Probability threshold of binary models.")
+@click.option("--tile-size", type=click.IntRange(min=1), default=None, help="Input tile size.")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5,
+              help="Probability threshold of binary models.")
 @click.option("--tta/--no-tta", default=False, help="Average predictions over flips.")
+@_instance_options
 @_user_errors
-def evaluate_command(model, data, split, out, tile_size, threshold, tta):
-    """Score MODEL on the labelled images of DATA: dice, IoU, accuracy, object counts."""
+def evaluate_command(model, data, split, out, tile_size, threshold, tta, min_size, seed_distance,
+                     instance_method):
+    """Score MODEL on the labelled images of DATA: dice, IoU, accuracy, and for binary and
+    instance data object metrics (precision, recall, F1, AP, PQ, mean AP) of its instance maps."""
     _start_tensorflow()
-    from .predict import evaluate_folder, format_evaluation
+    from .evaluate import evaluate_folder, format_evaluation
     result = evaluate_folder(model, data, split=split, out=out, tile_size=tile_size,
-                             threshold=threshold, tta=tta)
+                             threshold=threshold, tta=tta, min_size=min_size,
+                             seed_distance=seed_distance, instance_method=instance_method)
     click.echo(format_evaluation(result))
     click.echo(f"Report: {result['report_path']}")
 

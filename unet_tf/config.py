@@ -72,7 +72,7 @@ class TrainConfig:
     resume: bool = _opt(False, "Resume an interrupted run from its last finished epoch (same --out).")
     verbose: int | None = _opt(None, "Keras progress: 0 silent, 1 progress bar, 2 one line per epoch "
                                      "(default: 1 on a terminal, 2 when the output goes to a file).")
-    # augmentation (see unet_tf.augment.AugmentConfig)
+    # augmentation (see unet_tf.data.augment.AugmentConfig)
     augment: bool = _opt(True, "Data augmentation (all of the below).")
     elastic: bool = _opt(True, "Elastic deformation (the paper's 3x3 grid).")
     elastic_sigma: float = _opt(10.0, "Standard deviation (pixels) of the coarse elastic displacements.")
@@ -91,15 +91,15 @@ class TrainConfig:
 
     def __post_init__(self):
         for f in fields(self):
+            _check_type(f, getattr(self, f.name))
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
-                raise ValueError(f"--{f.name.replace('_', '-')}: {getattr(self, f.name)!r} is not one "
+                raise ValueError(f"{_flag(f.name)}: {getattr(self, f.name)!r} is not one "
                                  f"of {', '.join(choices)}")
-        for name in ("epochs", "batch_size", "tile_size", "depth", "base_filters"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        for name, (low, high, closed) in RANGES.items():
+            _check_range(name, getattr(self, name), low, high, closed)
+        if self.scale_min > self.scale_max:
+            raise ValueError(f"--scale-min {self.scale_min} is larger than --scale-max {self.scale_max}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -117,7 +117,7 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def augment_config(self):
-        from .augment import AugmentConfig
+        from .data.augment import AugmentConfig
         if not self.augment:
             return None
         return AugmentConfig(elastic=self.elastic, elastic_points=self.elastic_points,
@@ -125,6 +125,74 @@ class TrainConfig:
                              flip=self.flip, rot90=self.rot90, rotate_degrees=self.rotate_degrees,
                              shift=self.shift, scale=(self.scale_min, self.scale_max),
                              brightness=self.brightness, contrast=self.contrast, gamma=self.gamma)
+
+
+INF = float("inf")
+#: Allowed values of every numeric option: ``(low, high, closed)``; ``closed``
+#: says whether ``high`` itself is allowed. None (where a field allows it)
+#: always passes. Checked in one place, before anything is created.
+RANGES = {
+    "val_fraction": (0.0, 1.0, False),
+    "num_classes": (1, 1024, True),
+    "ignore_index": (-(2**31), 2**31 - 1, True),
+    "synthetic_images": (2, 100_000, True),
+    "depth": (1, 8, True),
+    "base_filters": (1, 4096, True),
+    "dropout": (0.0, 1.0, False),
+    "w0": (0.0, 1e6, True),
+    "sigma": (1e-3, 1e6, True),
+    "epochs": (1, 1_000_000, True),
+    "steps_per_epoch": (1, 10_000_000, True),
+    "batch_size": (1, 65_536, True),
+    "tile_size": (1, 65_536, True),
+    "learning_rate": (1e-12, 10.0, True),
+    "momentum": (0.0, 1.0, False),
+    "early_stopping": (0, 1_000_000, True),
+    "seed": (0, 2**32 - 1, True),
+    "verbose": (0, 2, True),
+    "elastic_sigma": (0.0, 1e4, True),
+    "elastic_points": (2, 64, True),
+    "rotate_degrees": (0.0, 180.0, True),
+    "shift": (0.0, 1.0, False),
+    "scale_min": (0.01, 100.0, True),
+    "scale_max": (0.01, 100.0, True),
+    "brightness": (0.0, 1.0, True),
+    "contrast": (0.0, 1.0, False),
+    "gamma": (0.0, 1.0, False),
+}
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_type(f, value) -> None:
+    """Values from a config file arrive untyped: ``epochs: abc`` must be named, not crash."""
+    annotation = str(f.type)
+    if value is None and "None" in annotation:
+        return
+    kind = annotation.replace("| None", "").strip()
+    allowed = _TYPES.get(kind)
+    if allowed is None:
+        return
+    ok = isinstance(value, allowed) and not (kind != "bool" and isinstance(value, bool))
+    if not ok:
+        wanted = {"int": "a whole number", "float": "a number", "str": "text",
+                  "bool": "true or false"}[kind]
+        raise ValueError(f"{_flag(f.name)}: expected {wanted}, got {value!r} "
+                         f"({type(value).__name__})")
+
+
+def _check_range(name: str, value, low, high, closed: bool) -> None:
+    if value is None:
+        return
+    if value != value or value in (INF, -INF):  # NaN or infinite
+        raise ValueError(f"{_flag(name)} must be a finite number, got {value}")
+    if value < low or value > high or (not closed and value == high):
+        upper = f"<= {high}" if closed else f"< {high}"
+        raise ValueError(f"{_flag(name)} must be >= {low} and {upper}, got {value}")
 
 
 #: Named starting points; command-line options still override them.

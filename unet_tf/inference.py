@@ -15,129 +15,15 @@ only through the (H, W, classes) result.
 """
 from __future__ import annotations
 
-import json
-import weakref
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from . import sizes
+from .runtimes import Runtime, load_runtime
 from .tiling import strided_grid, window
 
-__all__ = ["Runtime", "KerasRuntime", "load_runtime", "predict_tiled", "predict_image",
-           "prepare_image", "to_labels", "default_tile_size"]
-
-
-@dataclass
-class Runtime:
-    """A model behind a uniform call: float32 ``(N, h, w, C)`` in, probabilities out.
-
-    Attributes:
-        predict: the batch function.
-        depth, padding: the U-Net geometry (for valid sizes and margins).
-        num_classes: output channels (1: binary sigmoid).
-        in_channels: input channels.
-        input_scale: factor from raw pixel values to the model's input.
-        fixed_shape: ``(h, w)`` for runtimes with a fixed input shape (TFLite).
-        max_batch: largest batch the runtime takes (TFLite: its batch size).
-        palette: the training masks' class colours ``[(r, g, b), ...]`` when
-            they were colour (or grey-level) coded, so predictions can be
-            written in the same encoding; None otherwise.
-    """
-    predict: Callable[[np.ndarray], np.ndarray]
-    depth: int
-    padding: str
-    num_classes: int
-    in_channels: int
-    input_scale: float = 1.0 / 255.0
-    fixed_shape: tuple[int, int] | None = None
-    max_batch: int | None = None
-    name: str = "keras"
-    palette: list | None = None
-
-    def output_size(self, size: int) -> int:
-        return sizes.output_size(size, self.depth, self.padding)
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.predict(batch)
-
-
-_KERAS_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def KerasRuntime(model, input_scale: float | None = None) -> Runtime:  # noqa: N802 - reads as a class
-    """Wrap a Keras U-Net: one compiled inference function, logits turned into probabilities."""
-    channels = int(model.in_channels or 1)
-    if model not in _KERAS_FUNCTIONS:  # trace once per model, not once per call
-        _KERAS_FUNCTIONS[model] = _keras_function(model, channels)
-    run = _KERAS_FUNCTIONS[model]
-    import tensorflow as tf
-    return Runtime(predict=lambda batch: run(tf.constant(batch, tf.float32)).numpy(),
-                   depth=int(model.depth), padding=model.padding, num_classes=int(model.num_classes),
-                   in_channels=channels,
-                   input_scale=1.0 / 255.0 if input_scale is None else float(input_scale))
-
-
-def _keras_function(model, channels: int):
-    import tensorflow as tf
-
-    logits = bool(getattr(model, "logits", False))
-    num_classes = int(model.num_classes)
-
-    # One trace for every tile shape and batch size.
-    @tf.function(input_signature=[tf.TensorSpec((None, None, None, channels), tf.float32)])
-    def run(x):
-        y = tf.cast(model(x, training=False), tf.float32)
-        if logits:
-            y = tf.sigmoid(y) if num_classes == 1 else tf.nn.softmax(y, axis=-1)
-        return y
-
-    return run
-
-
-def _sidecar(path: Path) -> dict:
-    """Preprocessing facts saved next to a model: ``dataset.json`` of a run folder, if any."""
-    for candidate in (path.parent / "dataset.json", path.with_suffix(".json")):
-        if candidate.is_file() and candidate != path:
-            return json.loads(candidate.read_text())
-    return {}
-
-
-def load_runtime(model, *, input_scale: float | None = None, num_threads: int | None = None) -> Runtime:
-    """A :class:`Runtime` for a Keras model, a ``.keras`` file, a SavedModel folder or a ``.tflite`` file."""
-    if isinstance(model, Runtime):
-        return model
-    if not isinstance(model, (str, Path)):
-        return KerasRuntime(model, input_scale)
-    path = Path(model)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model file or folder")
-    if path.suffix == ".keras":
-        import keras
-        import unet_tf.model  # noqa: F401 - registers the custom classes
-        keras_model = keras.models.load_model(path, compile=False)
-        info = _sidecar(path)
-        scale = input_scale if input_scale is not None else info.get("input_scale")
-        runtime = KerasRuntime(keras_model, scale)
-        runtime.palette = (info.get("labels") or {}).get("palette")
-        return runtime
-    if path.suffix == ".tflite":
-        from .export import tflite_runtime
-        return tflite_runtime(path, num_threads=num_threads, input_scale=input_scale)
-    if path.is_dir():
-        from .export import saved_model_runtime
-        return saved_model_runtime(path, input_scale=input_scale)
-    raise ValueError(f"{path}: not a model; expected a .keras file, a SavedModel folder or a .tflite file")
-
-
-def default_tile_size(runtime: Runtime, height: int, width: int, target: int = 512) -> tuple[int, int]:
-    """Input tile (h, w) that :func:`predict_tiled` uses when none is given."""
-    if runtime.fixed_shape is not None:
-        return runtime.fixed_shape
-    return (_axis_plan(height, None, None, runtime, target)[0],
-            _axis_plan(width, None, None, runtime, target)[0])
+__all__ = ["predict_tiled", "predict_image", "prepare_image", "to_labels"]
 
 
 def _round_up(value: int, step: int) -> int:
@@ -288,10 +174,27 @@ def to_labels(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return labels.astype(np.uint8 if probabilities.shape[-1] <= 256 else np.uint16)
 
 
-def prepare_image(raw: np.ndarray, in_channels: int, input_scale: float) -> np.ndarray:
-    """Raw pixels (H, W[, C]) to the model's input: channel count matched, scaled to float32."""
+def prepare_image(raw: np.ndarray, in_channels: int, input_scale: float | None = None,
+                  normalisation: dict | None = None, name: str = "image") -> np.ndarray:
+    """Raw pixels (H, W[, C]) to the model's input: channels matched, normalised as in training.
+
+    Args:
+        raw: The image as read from its file.
+        in_channels: The model's input channels (grey images are repeated,
+            colour images made grey, alpha dropped, as needed).
+        input_scale: The scale factor, for models that recorded only that.
+        normalisation: The model's normalisation (``unet_tf.data.normalise``);
+            images of another bit depth are brought to the training units first.
+        name: Named in errors (the file).
+
+    Raises:
+        DatasetError: the image cannot be brought to the training images' range.
+        ValueError: its channels cannot match the model's.
+    """
     import cv2
 
+    from .data.normalise import normalise
+    from .run import legacy_normalisation
     image = np.asarray(raw)
     if image.ndim == 2:
         image = image[..., None]
@@ -304,11 +207,15 @@ def prepare_image(raw: np.ndarray, in_channels: int, input_scale: float) -> np.n
         elif channels == 4 and in_channels == 3:
             image = image[..., :3]
         else:
-            raise ValueError(f"image has {channels} channels and the model expects {in_channels}")
-    return image.astype(np.float32) * np.float32(input_scale)
+            raise ValueError(f"{name}: the image has {channels} channels and the model expects "
+                             f"{in_channels}")
+    if normalisation is None:
+        normalisation = legacy_normalisation(1.0 / 255.0 if input_scale is None else input_scale)
+    return normalise(image, normalisation, name)
 
 
 def predict_image(model, raw: np.ndarray, **kwargs) -> np.ndarray:
-    """Probabilities (H, W, K) for raw pixels: normalised with the runtime's ``input_scale``."""
+    """Probabilities (H, W, K) for raw pixels, normalised as the model was trained."""
     runtime = load_runtime(model)
-    return predict_tiled(runtime, prepare_image(raw, runtime.in_channels, runtime.input_scale), **kwargs)
+    image = prepare_image(raw, runtime.in_channels, runtime.input_scale, runtime.normalisation)
+    return predict_tiled(runtime, image, **kwargs)

@@ -94,7 +94,11 @@ class _ConfusionMetric(keras.metrics.Metric):
         return config
 
 
-def _mean_present(scores, present):
+def _mean_present(scores, present, foreground_only: bool = False):
+    """Mean of ``scores`` over the classes present (from class 1 on with
+    ``foreground_only``: background left out)."""
+    if foreground_only:
+        scores, present = scores[1:], present[1:]
     present = ops.cast(present, "float32")
     return ops.sum(scores * present) / ops.maximum(ops.sum(present), 1.0)
 
@@ -105,14 +109,17 @@ class Dice(_ConfusionMetric):
 
     ``result()`` is the foreground dice for a binary model, and the mean over
     classes present in the prediction or the target otherwise (or the dice of
-    one class with ``class_id``). ``per_class()`` gives every class's score
-    (NaN for a class absent from both).
+    one class with ``class_id``). With ``foreground_only`` the mean leaves
+    class 0 (background) out, as segmentation papers report it; for a binary
+    model that is the same foreground dice. ``per_class()`` gives every
+    class's score (NaN for a class absent from both).
     """
 
     def __init__(self, num_classes=1, class_id=None, threshold=0.5, from_logits=False,
-                 ignore_index=255, name="dice", dtype=None):
+                 ignore_index=255, name="dice", dtype=None, foreground_only=False):
         super().__init__(num_classes, threshold, from_logits, ignore_index, name, dtype)
         self.class_id = None if class_id is None else int(class_id)
+        self.foreground_only = bool(foreground_only)
 
     def _scores(self):
         denominator = self.predicted + self.actual
@@ -124,7 +131,7 @@ class Dice(_ConfusionMetric):
             return scores[self.class_id]
         if self.num_classes == 1:
             return scores[1]
-        return _mean_present(scores, present)
+        return _mean_present(scores, present, self.foreground_only)
 
     def per_class(self) -> np.ndarray:
         scores, present = self._scores()
@@ -133,6 +140,7 @@ class Dice(_ConfusionMetric):
     def get_config(self):
         config = super().get_config()
         config["class_id"] = self.class_id
+        config["foreground_only"] = self.foreground_only
         return config
 
 
@@ -142,19 +150,26 @@ class MeanIoU(_ConfusionMetric):
 
     A binary model counts background and foreground (as ``keras.metrics.MeanIoU``
     does); classes absent from both prediction and target are left out of the
-    mean. ``per_class()`` gives every class's IoU (NaN when absent).
+    mean. With ``foreground_only`` class 0 is left out too (for a binary model:
+    the foreground IoU). ``per_class()`` gives every class's IoU (NaN when absent).
     """
 
     def __init__(self, num_classes=1, threshold=0.5, from_logits=False, ignore_index=255,
-                 name="mean_iou", dtype=None):
+                 name="mean_iou", dtype=None, foreground_only=False):
         super().__init__(num_classes, threshold, from_logits, ignore_index, name, dtype)
+        self.foreground_only = bool(foreground_only)
 
     def _scores(self):
         union = self.predicted + self.actual - self.intersection
         return self.intersection / ops.maximum(union, 1e-12), union > 0
 
     def result(self):
-        return _mean_present(*self._scores())
+        return _mean_present(*self._scores(), self.foreground_only)
+
+    def get_config(self):
+        config = super().get_config()
+        config["foreground_only"] = self.foreground_only
+        return config
 
     def per_class(self) -> np.ndarray:
         scores, present = self._scores()
@@ -201,16 +216,22 @@ class PixelCounts:
     def scores(self) -> dict:
         """Per-class dice and IoU (None for absent classes), their means, pixel accuracy.
 
-        ``dice`` is the foreground dice for a binary model, else the mean over classes.
+        ``dice`` is the foreground dice for a binary model, else the mean over
+        all classes; ``mean_iou`` the mean IoU over all classes (background
+        included, also for binary models). ``dice_foreground`` and
+        ``iou_foreground`` are the means over classes 1..K-1, background left
+        out, as the field reports them (binary: the foreground class's score).
+        Classes absent from both prediction and truth are left out of every mean.
         """
         denominator = self.predicted + self.actual
         dice = np.where(denominator > 0, 2 * self.tp / np.maximum(denominator, 1), np.nan)
         union = denominator - self.tp
         iou = np.where(union > 0, self.tp / np.maximum(union, 1), np.nan)
         fg = dice[1:] if self.num_classes == 1 else dice
+        mean = lambda v: float(np.nanmean(v)) if np.isfinite(v).any() else None  # noqa: E731
         clean = lambda v: [None if np.isnan(x) else float(x) for x in v]  # noqa: E731
         return {"dice_per_class": clean(dice), "iou_per_class": clean(iou),
-                "dice": float(np.nanmean(fg)) if np.isfinite(fg).any() else None,
-                "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else None,
+                "dice": mean(fg), "mean_iou": mean(iou),
+                "dice_foreground": mean(dice[1:]), "iou_foreground": mean(iou[1:]),
                 "pixel_accuracy": float(self.tp.sum() / max(self.actual.sum(), 1)),
                 "pixels": int(self.actual.sum())}

@@ -1,4 +1,4 @@
-"""Figures for the run folder, drawn with OpenCV (no plotting library needed).
+"""Figures for the run folder (matplotlib, Agg) and the overlays predict writes (OpenCV).
 
 ``curves.png``: loss and metrics per epoch. ``samples.png``: image, ground
 truth and prediction overlays for a few validation images. ``overlay`` is also
@@ -15,13 +15,6 @@ from .files import atomic_write
 
 __all__ = ["class_colors", "to_uint8", "overlay", "colorize", "draw_curves", "draw_samples",
            "write_png"]
-
-_WHITE = (255, 255, 255)
-_GREY = (200, 200, 200)
-_BLACK = (0, 0, 0)
-_SERIES = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127)]  # RGB
-
 
 def is_grey_palette(palette) -> bool:
     """True when every class colour is a grey level (r == g == b)."""
@@ -87,74 +80,61 @@ def write_png(path: str | Path, rgb: np.ndarray) -> None:
     atomic_write(path, buffer.tobytes())
 
 
-def _text(canvas, text, xy, scale=0.45, color=_BLACK, thickness=1):
-    cv2.putText(canvas, text, xy, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thickness, cv2.LINE_AA)
+def _figure_png(fig, path: str | Path) -> None:
+    """Saves a matplotlib figure as PNG atomically and frees it."""
+    import io
+
+    import matplotlib.pyplot as plt
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(Path(path), buffer.getvalue())
 
 
-def _panel(series: dict[str, list[float]], title: str, width=480, height=320) -> np.ndarray:
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    left, right, top, bottom = 55, 15, 28, 40
-    _text(canvas, title, (left, 18), 0.55)
-    values = [v for vs in series.values() for v in vs if np.isfinite(v)]
-    if not values:
-        return canvas
-    lo, hi = min(values), max(values)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 0.5, hi + 0.5
-    n = max(len(vs) for vs in series.values())
-    x_of = lambda i: int(left + (width - left - right) * (i / max(n - 1, 1)))  # noqa: E731
-    y_of = lambda v: int(top + (height - top - bottom) * (1 - (v - lo) / (hi - lo)))  # noqa: E731
-    cv2.rectangle(canvas, (left, top), (width - right, height - bottom), _GREY, 1)
-    for frac in (0.0, 0.5, 1.0):
-        v = lo + frac * (hi - lo)
-        _text(canvas, f"{v:.3g}", (4, y_of(v) + 4), 0.4)
-    _text(canvas, "epoch", (width // 2 - 20, height - 10), 0.45)
-    _text(canvas, "1", (left - 3, height - bottom + 15), 0.4)
-    _text(canvas, str(n), (width - right - 10, height - bottom + 15), 0.4)
-    for k, (name, vs) in enumerate(series.items()):
-        color = _SERIES[k % len(_SERIES)]
-        pts = np.array([(x_of(i), y_of(v)) for i, v in enumerate(vs) if np.isfinite(v)], np.int32)
-        if len(pts) > 1:
-            cv2.polylines(canvas, [pts], False, color, 2, cv2.LINE_AA)
-        for p in pts:
-            cv2.circle(canvas, tuple(int(c) for c in p), 2, color, -1)
-        ly = top + 14 + 16 * k
-        cv2.line(canvas, (width - 150, ly - 4), (width - 130, ly - 4), color, 2)
-        _text(canvas, name, (width - 125, ly), 0.42)
-    return canvas
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no display needed, none opened
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def draw_curves(history: dict[str, list[float]], path: str | Path) -> None:
     """Loss and metric curves (train and validation) per epoch, one panel each."""
+    plt = _pyplot()
     names = [k for k in history if not k.startswith("val_") and k not in ("learning_rate", "lr", "epoch")]
-    panels = []
-    for name in names:
-        series = {name: history[name]}
+    cols = 2 if len(names) > 1 else 1
+    rows = max(1, -(-len(names) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.4 * rows), squeeze=False)
+    for ax, name in zip(axes.ravel(), names):
+        epochs = np.arange(1, len(history[name]) + 1)
+        ax.plot(epochs, history[name], marker=".", label="train")
         if f"val_{name}" in history:
-            series[f"val_{name}"] = history[f"val_{name}"]
-        panels.append(_panel(series, name))
-    if not panels:
-        panels = [_panel({}, "no history")]
-    while len(panels) % 2:
-        panels.append(np.full_like(panels[0], 255))
-    rows = [np.hstack(panels[i:i + 2]) for i in range(0, len(panels), 2)]
-    write_png(path, np.vstack(rows))
+            ax.plot(epochs, history[f"val_{name}"], marker=".", label="validation")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")  # "best" keeps the legend off the lines
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    if not names:
+        axes[0, 0].set_title("no history")
+    fig.tight_layout()
+    _figure_png(fig, path)
 
 
 def draw_samples(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], colors: np.ndarray,
-                 path: str | Path, size: int = 256, ignore_index: int = 255) -> None:
+                 path: str | Path, ignore_index: int = 255) -> None:
     """A grid: image | ground truth overlay | prediction overlay, one row per sample."""
-    tiles = []
-    for image, truth, pred in rows:
-        panels = [to_uint8(image), overlay(image, truth, colors, ignore_index=ignore_index),
-                  overlay(image, pred, colors, ignore_index=ignore_index)]
-        scale = size / max(image.shape[:2])
-        dsize = (max(1, int(image.shape[1] * scale)), max(1, int(image.shape[0] * scale)))
-        panels = [cv2.resize(p, dsize, interpolation=cv2.INTER_NEAREST) for p in panels]
-        panels = [cv2.copyMakeBorder(p, 0, size - p.shape[0], 0, size - p.shape[1] + 4,
-                                     cv2.BORDER_CONSTANT, value=_WHITE) for p in panels]
-        tiles.append(np.hstack(panels))
-    header = np.full((24, tiles[0].shape[1], 3), 255, np.uint8)
-    for k, title in enumerate(("image", "ground truth", "prediction")):
-        _text(header, title, (k * (size + 4) + 6, 17), 0.5)
-    write_png(path, np.vstack([header] + tiles))
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
+    for row, (image, truth, pred) in zip(axes, rows):
+        panels = (to_uint8(image), overlay(image, truth, colors, ignore_index=ignore_index),
+                  overlay(image, pred, colors, ignore_index=ignore_index))
+        for ax, panel in zip(row, panels):
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax, title in zip(axes[0], ("image", "ground truth", "prediction")):
+        ax.set_title(title)
+    fig.tight_layout()
+    _figure_png(fig, path)

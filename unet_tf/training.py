@@ -3,7 +3,8 @@
 The run folder (``config.out``) receives::
 
     config.json      the resolved configuration (reusable with --config)
-    dataset.json     what prediction and export need: input scale, classes, channels
+    run.json         the run record (unet_tf.run): labels, normalisation, data folder,
+                     validation images, model geometry; what predict, evaluate and export read
     best.keras       the model with the best validation dice (written atomically)
     last.keras       the model after the last finished epoch (written atomically)
     history.csv      loss and metrics per epoch
@@ -11,16 +12,17 @@ The run folder (``config.out``) receives::
     report.json      per-class dice and IoU on the validation images (full images, tiled)
     curves.png       loss and metrics per epoch
     samples.png      image, ground truth and prediction for a few validation images
-    backup/          while training: the state BackupAndRestore resumes from
+    state.json       the last committed epoch, best epoch and history (what --resume reads)
+    checkpoints/     the committed models (the last and the best epoch's)
 
 For your own ``model.fit``, use the pieces directly: ``unet_tf.data``,
-``unet_tf.losses``, ``unet_tf.metrics`` and ``unet_tf.model.UNet``.
+``unet_tf.losses``, ``unet_tf.metrics`` and ``unet_tf.models``.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
-import math
 import os
 import shutil
 import sys
@@ -33,29 +35,31 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import data as data_lib
 from . import losses, metrics, plots, sizes
 from .config import TrainConfig
+from .checkpoints import (CHECKPOINT_DIR, STATE_FILE, RunCheckpoint, RunState, StopOnNaN, publish,
+                          read_state)
+from .data import pipeline as data_lib
+from .errors import TrainingDiverged
 from .files import atomic_write_json
-from .inference import KerasRuntime, predict_tiled, to_labels
-from .model import UNet, UNetBase
-from .unetpp import UNetPlusPlus
+from .inference import predict_tiled, to_labels
+from .models import ARCHITECTURES, UNetBase
+from .run import RunRecord
+from .runtimes import KerasRuntime
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "make_strategy", "is_chief",
-           "build_model", "compile_model", "evaluate_items", "atomic_save"]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message says where and what to try."""
+           "build_model", "compile_model", "evaluate_items", "resume_config"]
 
 
 @dataclass
 class TrainResult:
+    """What a run produced; ``finished_before`` when a resumed run had nothing left to do."""
     out: Path
     history: dict
     report: dict
     best_model: Path
     last_model: Path
+    finished_before: bool = False
 
 
 # --------------------------------------------------------------------------- setup
@@ -90,9 +94,10 @@ def build_model(config: TrainConfig, num_classes: int, in_channels: int) -> UNet
                   padding=config.padding, batch_norm=config.batch_norm, dropout=config.dropout,
                   upsampling=config.upsampling, residual=config.residual,
                   attention=config.attention, in_channels=in_channels)
-    if config.arch == "unetpp":
-        return UNetPlusPlus(deep_supervision=config.deep_supervision, **common)
-    return UNet(**common)
+    cls = ARCHITECTURES[config.arch]
+    if "deep_supervision" in cls.__init__.__code__.co_varnames:
+        common["deep_supervision"] = config.deep_supervision
+    return cls(**common)
 
 
 def _optimizer(config: TrainConfig, total_steps: int):
@@ -104,33 +109,21 @@ def _optimizer(config: TrainConfig, total_steps: int):
     return keras.optimizers.Adam(lr)
 
 
-def compile_model(model: UNet, config: TrainConfig, ignore_index: int, total_steps: int = 1000):
+def compile_model(model: UNetBase, config: TrainConfig, ignore_index: int, total_steps: int = 1000):
     """Compile with the configured optimizer and loss, and dice / IoU / accuracy metrics."""
     k = model.num_classes
     model.compile(
         optimizer=_optimizer(config, total_steps),
         loss=losses.get(config.loss, ignore_index=ignore_index),
         metrics=[metrics.Dice(k, ignore_index=ignore_index), metrics.MeanIoU(k, ignore_index=ignore_index),
-                 metrics.PixelAccuracy(k, ignore_index=ignore_index)],
+                 metrics.PixelAccuracy(k, ignore_index=ignore_index),
+                 metrics.Dice(k, ignore_index=ignore_index, foreground_only=True, name="dice_fg")],
         jit_compile=config.jit_compile,
     )
     return model
 
 
 # --------------------------------------------------------------------------- files
-def atomic_save(model: keras.Model, path: Path) -> None:
-    """Save a ``.keras`` file next to ``path`` first, then rename: never a half-written model."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _write_json(path: Path, value) -> None:
     atomic_write_json(path, value, default=_json_default)
 
@@ -143,50 +136,10 @@ def _json_default(value):
     return str(value)
 
 
-class _AtomicCheckpoint(keras.callbacks.Callback):
-    """Writes ``last.keras`` every epoch and ``best.keras`` on a better validation score."""
-
-    def __init__(self, out: Path, monitor: str, mode: str = "max"):
-        super().__init__()
-        self.out, self.monitor, self.mode = out, monitor, mode
-        self.best = -math.inf if mode == "max" else math.inf
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        atomic_save(self.model, self.out / "last.keras")
-        value = logs.get(self.monitor)
-        if value is None or not np.isfinite(value):
-            return
-        better = value > self.best if self.mode == "max" else value < self.best
-        if better or not (self.out / "best.keras").exists():
-            self.best = value
-            atomic_save(self.model, self.out / "best.keras")
-            _write_json(self.out / "best.json", {"epoch": epoch + 1, self.monitor: float(value)})
-
-
-class _StopOnNaN(keras.callbacks.Callback):
-    """Like ``TerminateOnNaN``, but remembers where, so the run can say so."""
-
-    def __init__(self):
-        super().__init__()
-        self.where = None
-        self.epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(loss):
-            self.where = (self.epoch + 1, batch + 1, float(loss))
-            self.model.stop_training = True
-
-
-def _callbacks(config: TrainConfig, out: Path, chief: bool, resume: bool):
-    backup = out / "backup"
-    cbs = [keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True)]
-    nan_guard = _StopOnNaN()
-    cbs.append(nan_guard)
+def _callbacks(config: TrainConfig, out: Path, chief: bool, state: RunState | None):
+    nan_guard = StopOnNaN()
+    checkpoint = RunCheckpoint(out, "val_dice", state=state, write=chief)
+    cbs = [nan_guard, checkpoint]
     if config.lr_schedule == "plateau":
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                      patience=max(3, config.epochs // 10),
@@ -195,26 +148,63 @@ def _callbacks(config: TrainConfig, out: Path, chief: bool, resume: bool):
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_dice", mode="max",
                                                  patience=config.early_stopping))
     if chief:
-        cbs += [_AtomicCheckpoint(out, "val_dice", "max"),
-                keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
-                keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch",
-                                            write_graph=False, profile_batch=0)]
-    return cbs, nan_guard
+        cbs.append(keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch",
+                                               write_graph=False, profile_batch=0))
+    return cbs, nan_guard, checkpoint
 
 
-def _prepare_out(config: TrainConfig) -> Path:
+#: What a start that failed before its first epoch leaves in a run folder; such
+#: a folder is reused without --resume (a folder with anything else is not).
+_START_FILES = {"config.json", "run.json", "plan.json", "data", "logs", "checkpoints"}
+
+
+def _prepare_out(config: TrainConfig) -> tuple[Path, bool]:
+    """The run folder, checked before anything is written; returns it and
+    whether this call created it (so that a failed start can remove it)."""
     out = Path(config.out or time.strftime("runs/%Y%m%d-%H%M%S"))
-    if out.exists() and any(out.iterdir()) and not config.resume:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out}: is a file; choose a folder")
+    entries = {p.name for p in out.iterdir()} if out.exists() else set()
+    started = bool(entries - _START_FILES) or (out / STATE_FILE).exists()
+    if started and not config.resume:
         raise FileExistsError(f"{out}: run folder exists and is not empty; pass --resume to continue "
                               "that run, or choose another --out")
+    if entries and not started:  # a start that failed: nothing worth keeping but the data
+        for name in entries - {"data"}:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    return out
+    return out, created
+
+
+#: Options a resumed run may change; the others are the run's own.
+_RESUMABLE = {"epochs", "resume", "verbose", "early_stopping", "out"}
+
+
+def resume_config(config: TrainConfig, out: Path, log=print) -> TrainConfig:
+    """The configuration a resumed run actually uses: its own, with only the
+    options of ``_RESUMABLE`` taken from ``config``; the others are reported."""
+    path = out / "config.json"
+    if not path.is_file():
+        return config
+    stored = TrainConfig.from_dict(json.loads(path.read_text()))
+    changed = [f.name for f in dataclasses.fields(TrainConfig)
+               if f.name not in _RESUMABLE | {"data"}
+               and getattr(config, f.name) != getattr(stored, f.name)]
+    if config.data and stored.data and Path(config.data).resolve() != Path(stored.data).resolve():
+        changed.append("data")
+    if changed:
+        log("Resuming keeps the run's own settings; ignored: " + ", ".join(
+            f"--{name.replace('_', '-')} {getattr(config, name)!r} (the run uses "
+            f"{getattr(stored, name)!r})" for name in changed))
+    return stored.replace(**{name: getattr(config, name) for name in _RESUMABLE})
 
 
 def _dataset_folder(config: TrainConfig, out: Path) -> Path:
     if config.data:  # absolute in config.json, so evaluate finds it from anywhere
         return Path(config.data).resolve()
-    from .datasets import write_dataset
+    from .data.synthetic import write_dataset
     folder = out / "data"
     if not folder.exists():
         write_dataset(folder, n=config.synthetic_images, size=256, seed=config.seed)
@@ -281,7 +271,7 @@ def train(config: TrainConfig) -> TrainResult:
     """Train a U-Net as configured and fill its run folder; returns the history and report.
 
     Raises:
-        unet_tf.io.DatasetError: the data has problems (each named with its file).
+        unet_tf.errors.DatasetError: the data has problems (each named with its file).
         ValueError: an option is invalid (the message names it).
         FileExistsError: the run folder exists and ``resume`` is off.
         TrainingDiverged: the loss became NaN or infinite.
@@ -302,10 +292,16 @@ def train(config: TrainConfig) -> TrainResult:
 def _train(config: TrainConfig) -> TrainResult:
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
-    chief = is_chief()
-    if chief:
-        return _train_in(config, strategy, True, _prepare_out(config))
-    # Other workers write their checkpoints to a scratch folder, removed however they end.
+    if is_chief():
+        out, created = _prepare_out(config)
+        try:
+            return _train_in(config, strategy, True, out)
+        except BaseException:
+            if created and read_state(out) is None:  # nothing finished: leave nothing behind
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+    # Other workers write their checkpoints to a scratch folder, removed however they end;
+    # they resume from the chief's run folder, which all workers share.
     out = Path(tempfile.mkdtemp(prefix="unet-tf-worker-"))
     try:
         return _train_in(config, strategy, False, out)
@@ -313,17 +309,35 @@ def _train(config: TrainConfig) -> TrainResult:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def _finished_result(out: Path) -> TrainResult:
+    report_path = out / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    return TrainResult(out, _history_from_csv(out / "history.csv"), report, out / "best.keras",
+                       out / "last.keras", finished_before=True)
+
+
 def _train_in(config: TrainConfig, strategy, chief: bool, out: Path) -> TrainResult:
-    resume = config.resume and (out / "backup").exists()
+    run_folder = Path(config.out) if (config.out and not chief) else out
+    state = read_state(run_folder) if config.resume else None
+    if config.resume:
+        config = resume_config(config, run_folder, log=_log if chief else (lambda *_: None))
+    if state and chief:
+        publish(out, state)  # finishes what a kill between commit and publish left undone
+    if state and state.epoch >= config.epochs and (run_folder / "report.json").is_file():
+        _log(f"{run_folder}: this run already finished {state.epoch} epochs; nothing to do "
+             f"(pass --epochs N with N > {state.epoch} to train it further)")
+        return _finished_result(run_folder)
     data_root = _dataset_folder(config, out)
     bundle = data_lib.load_data(
         data_root, val_fraction=config.val_fraction, seed=config.seed,
         num_classes=config.num_classes, ignore_index=config.ignore_index,
         weight_map=_weight_map_config(config))
+    if not bundle.val:
+        _log(f"Warning: only {len(bundle.train)} labelled image(s) and no validation split: the "
+             "validation scores are measured on the training images")
     if chief:
         _write_json(out / "config.json", config.replace(out=str(out), data=str(data_root)).to_dict())
-        _write_json(out / "dataset.json", bundle.describe() | {
-            "depth": config.depth, "padding": config.padding, "tile_size": config.tile_size})
+        _run_record(out, config, bundle, data_root).write()
 
     steps = config.steps_per_epoch or bundle.steps_per_epoch(config.tile_size, config.batch_size,
                                                              config.depth, config.padding)
@@ -333,21 +347,51 @@ def _train_in(config: TrainConfig, strategy, chief: bool, out: Path) -> TrainRes
                                   depth=config.depth, padding=config.padding,
                                   ignore_index=bundle.ignore_index)
     with strategy.scope():
-        model = build_model(config, bundle.num_classes, bundle.in_channels)
-        compile_model(model, config, bundle.ignore_index, total_steps=steps * config.epochs)
-    callbacks, nan_guard = _callbacks(config, out, chief, resume)
+        if state:  # the committed model, with its optimizer state
+            model = keras.models.load_model(run_folder / CHECKPOINT_DIR / state.checkpoint)
+        else:
+            model = build_model(config, bundle.num_classes, bundle.in_channels)
+            compile_model(model, config, bundle.ignore_index, total_steps=steps * config.epochs)
+    if state and state.epoch >= config.epochs:  # killed while writing the final report
+        return _finish(out, bundle, config) if chief else TrainResult(out, {}, {}, Path(), Path())
+    callbacks, nan_guard, checkpoint = _callbacks(config, out, chief, state)
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps,
-              callbacks=callbacks, verbose=_verbosity(config.verbose), shuffle=False)
-    if nan_guard.where is not None:
-        epoch, batch, value = nan_guard.where
-        raise TrainingDiverged(
-            f"Training stopped: the loss became {value} at epoch {epoch}, batch {batch}. "
-            f"Try a lower --learning-rate (now {config.learning_rate}), check the labels "
-            f"(unet-tf check-data), or turn off --mixed-precision. The last good model is in "
-            f"{out / 'last.keras'} if an epoch finished.")
+              initial_epoch=state.epoch if state else 0, callbacks=callbacks,
+              verbose=_verbosity(config.verbose), shuffle=False)
+    if nan_guard.where is not None or checkpoint.diverged_at is not None:
+        raise TrainingDiverged(_diverged_message(config, nan_guard, checkpoint, out))
     if not chief:
         return TrainResult(out, {}, {}, Path(), Path())
-    return _finish(out, model, bundle, config)
+    return _finish(out, bundle, config)
+
+
+def _diverged_message(config: TrainConfig, nan_guard, checkpoint, out: Path) -> str:
+    epoch, batch, value = nan_guard.where or (checkpoint.diverged_at, "?", "not finite")
+    done = checkpoint.state.epoch
+    saved = (f"The last good model is {out / 'last.keras'} (epoch {done}; best: "
+             f"{out / 'best.keras'}, epoch {checkpoint.state.best['epoch']})" if done and
+             checkpoint.state.best else
+             f"The last good model is {out / 'last.keras'} (epoch {done})" if done else
+             "No epoch finished with finite weights, so no model was saved")
+    return (f"Training stopped: the loss became {value} at epoch {epoch}, batch {batch}. "
+            f"Try a lower --learning-rate (now {config.learning_rate}), check the labels "
+            f"(unet-tf check-data), or turn off --mixed-precision. {saved}.")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _run_record(out: Path, config: TrainConfig, bundle, data_root: Path) -> RunRecord:
+    """What later commands need to know about this run's data and model."""
+    held_out = [item.name for item in bundle.val] if bundle.extras.get("val_split") == "held_out" else []
+    return RunRecord(folder=out, labels=bundle.spec, num_classes=bundle.num_classes,
+                     in_channels=bundle.in_channels, input_scale=bundle.input_scale,
+                     normalisation=bundle.normalisation, data_root=str(data_root), val_fraction=config.val_fraction, seed=config.seed,
+                     val_samples=held_out, config=config.replace(out=str(out), data=str(data_root)).to_dict(),
+                     depth=config.depth, padding=config.padding, tile_size=config.tile_size,
+                     counts={"train": len(bundle.train), "val": len(bundle.val),
+                             "test": len(bundle.test)})
 
 
 def _weight_map_config(config: TrainConfig) -> data_lib.WeightMapConfig:
@@ -379,18 +423,17 @@ def _distributed_train_dataset(strategy, bundle, config: TrainConfig):
     return strategy.distribute_datasets_from_function(make)
 
 
-def _finish(out: Path, model, bundle, config: TrainConfig) -> TrainResult:
+def _finish(out: Path, bundle, config: TrainConfig) -> TrainResult:
     best_path = out / "best.keras"
-    if not best_path.exists():
-        atomic_save(model, best_path)
-    if not (out / "last.keras").exists():
-        atomic_save(model, out / "last.keras")
     best = keras.models.load_model(best_path, compile=False)
     items = bundle.val or bundle.train
     report = evaluate_items(best, items, bundle.num_classes, bundle.ignore_index,
                             tile_size=_eval_tile(config))
     report["class_names"] = bundle.spec.class_names
     report["split"] = "val" if bundle.val else "train"
+    if not bundle.val:
+        report["note"] = ("no validation images: these are training scores, measured on the "
+                          "images the model was trained on")
     best_info = out / "best.json"
     if best_info.exists():
         report["best_epoch"] = json.loads(best_info.read_text()).get("epoch")

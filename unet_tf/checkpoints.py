@@ -1,0 +1,190 @@
+"""Checkpoints a killed run can resume from, and that never hold a diverged model.
+
+Each finished epoch is committed in one atomic step: the model (with its
+optimizer state) is saved as ``checkpoints/epoch-NNNN.keras``, then
+``state.json`` is replaced; it names that file, the best epoch so far and the
+whole history. Only then are ``last.keras``, ``best.keras``, ``best.json`` and
+``history.csv`` brought up to date from the state, which is idempotent: a run
+killed at any point resumes from the last committed epoch with one history row
+per epoch and a ``best.keras`` that is the best committed epoch's model.
+
+A model with a NaN or infinite weight is never committed, so ``last.keras``
+and ``best.keras`` always hold the last finite model.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .files import atomic_write, atomic_write_json
+
+__all__ = ["RunCheckpoint", "RunState", "StopOnNaN", "atomic_save", "weights_are_finite",
+           "read_state"]
+
+STATE_FILE = "state.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def atomic_save(model: keras.Model, path: Path) -> None:
+    """Saves a ``.keras`` file beside ``path`` first, then renames: never a half-written model."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _atomic_copy(source: Path, target: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def weights_are_finite(model: keras.Model) -> bool:
+    """True when every weight of the model is a finite number."""
+    return all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
+
+
+class RunState:
+    """The committed progress of a run folder (``state.json``).
+
+    Attributes:
+        epoch: Epochs committed.
+        checkpoint: File name (in ``checkpoints/``) of the last committed model.
+        best: ``{"epoch", "monitor", "value", "checkpoint"}`` of the best epoch, or None.
+        history: One dict of logs per committed epoch.
+    """
+
+    def __init__(self, epoch=0, checkpoint=None, best=None, history=None):
+        self.epoch = int(epoch)
+        self.checkpoint = checkpoint
+        self.best = best
+        self.history = list(history or [])
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "checkpoint": self.checkpoint, "best": self.best,
+                "history": self.history}
+
+
+def read_state(out: Path) -> RunState | None:
+    """The committed state of a run folder, or None when no epoch was committed."""
+    path = Path(out) / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return RunState(**data)
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"{path}: the run's state file is damaged ({err}); delete the run "
+                         "folder or train into another --out") from None
+
+
+def _history_csv(history: list[dict]) -> bytes:
+    keys = ["epoch"] + sorted({k for row in history for k in row if k != "epoch"})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: row.get(k, "") for k in keys})
+    return buffer.getvalue().encode()
+
+
+def publish(out: Path, state: RunState) -> None:
+    """Brings last.keras, best.keras, best.json and history.csv up to date with ``state``.
+
+    Idempotent, so a resumed run calls it again after a kill in the middle.
+    """
+    out = Path(out)
+    folder = out / CHECKPOINT_DIR
+    if state.checkpoint:
+        _atomic_copy(folder / state.checkpoint, out / "last.keras")
+    if state.best:
+        best_file = folder / state.best["checkpoint"]
+        best_json = out / "best.json"
+        recorded = json.loads(best_json.read_text()) if best_json.is_file() else {}
+        if recorded.get("epoch") != state.best["epoch"] or not (out / "best.keras").is_file():
+            _atomic_copy(best_file, out / "best.keras")
+            atomic_write_json(best_json, {"epoch": state.best["epoch"],
+                                          state.best["monitor"]: state.best["value"]})
+    atomic_write(out / "history.csv", _history_csv(state.history))
+    keep = {state.checkpoint, (state.best or {}).get("checkpoint")}
+    for path in folder.glob("*.keras"):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Commits every finished epoch (see the module docstring).
+
+    Args:
+        out: The run folder.
+        monitor: The log whose best value picks ``best.keras`` (``val_dice``).
+        state: The committed state to continue from (resume), or None.
+        write: False on non-chief workers, which train in step but write nothing.
+    """
+
+    def __init__(self, out: Path, monitor: str = "val_dice", state: RunState | None = None,
+                 write: bool = True):
+        super().__init__()
+        self.out, self.monitor, self.write = Path(out), monitor, write
+        self.state = state or RunState()
+        self.diverged_at = None  # the epoch whose weights were not finite
+
+    @property
+    def best_value(self) -> float:
+        return self.state.best["value"] if self.state.best else -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not weights_are_finite(self.model):
+            self.diverged_at = epoch + 1
+            self.model.stop_training = True
+            return
+        logs = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+        state = RunState(epoch + 1, f"epoch-{epoch + 1:04d}.keras", self.state.best,
+                         self.state.history + [{"epoch": epoch + 1, **logs}])
+        value = logs.get(self.monitor)
+        if value is not None and np.isfinite(value) and (value > self.best_value or not state.best):
+            state.best = {"epoch": epoch + 1, "monitor": self.monitor, "value": value,
+                          "checkpoint": state.checkpoint}
+        if self.write:
+            atomic_save(self.model, self.out / CHECKPOINT_DIR / state.checkpoint)
+            atomic_write_json(self.out / STATE_FILE, state.to_dict())  # the commit
+            publish(self.out, state)
+        self.state = state
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Like ``TerminateOnNaN``, but remembers where, so the run can say so."""
+
+    def __init__(self):
+        super().__init__()
+        self.where = None
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            self.where = (self.epoch + 1, batch + 1, float(loss))
+            self.model.stop_training = True
