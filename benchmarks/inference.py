@@ -80,7 +80,7 @@ def main():
     print(f"\n[3] runtime latency, one 256x256 tile, {args.threads} threads")
     with tempfile.TemporaryDirectory() as tmp:
         datasets.write_dataset(os.path.join(tmp, "cells"), n=12, size=256, seed=0)
-        run = training.train(TrainConfig(data=os.path.join(tmp, "cells"), out=os.path.join(tmp, "run"),
+        run = training.train(TrainConfig(plan=False, data=os.path.join(tmp, "cells"), out=os.path.join(tmp, "run"),
                                          epochs=8, verbose=0))
         export.export_model(run.out, os.path.join(tmp, "exports"), log=lambda *_: None,
                             options=export.ExportOptions(latency_runs=3))

@@ -206,7 +206,7 @@ def bench_precision_quality(args, tmp):
     print(f"\n[4] validation dice after the same {args.dice_epochs} epochs of the demo run")
     out = {}
     for name in ("off", "bfloat16"):
-        cfg = TrainConfig(out=os.path.join(tmp, f"run-{name}"), epochs=args.dice_epochs,
+        cfg = TrainConfig(plan=False, out=os.path.join(tmp, f"run-{name}"), epochs=args.dice_epochs,
                           mixed_precision=name, verbose=0, data=os.path.join(tmp, "cells"))
         start = time.perf_counter()
         result = training.train(cfg)

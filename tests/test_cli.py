@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from unet_tf.cli import main
-from unet_tf.evaluate import object_counts
+from unet_tf.objects import object_diagnosis
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +114,11 @@ def test_evaluate_matches_a_numpy_reference(cells, model_path, tmp_path):
     assert got["iou_per_class"][1] == pytest.approx(tp / (tp + fp + fn))
     assert got["pixel_accuracy"] == pytest.approx((tp + tn) / (tp + tn + fp + fn))
     assert got["objects"]["true_objects"] > 0
-    assert "objects (IoU 0.5)" in result.output
+    assert got["dice_foreground"] == pytest.approx(got["dice"])
+    assert "objects (IoU 0.5)" in result.output and "mean, foreground" in result.output
 
 
-def test_object_counts_on_a_small_case():
+def test_object_diagnosis_on_a_small_case():
     truth = np.zeros((10, 30), int)
     truth[1:5, 1:5] = 1      # matched
     truth[1:5, 7:9] = 2      # merged with 3
@@ -130,7 +131,7 @@ def test_object_counts_on_a_small_case():
     pred[6:10, 1:5] = 3
     pred[6:10, 6:10] = 4
     pred[1:3, 25:28] = 5     # false positive
-    counts = object_counts(truth, pred)
+    counts = object_diagnosis(truth, pred)
     assert counts == dict(true_objects=5, predicted_objects=5, matched=1, merged=2, split=1,
                           missed=1, false_positives=1)
 

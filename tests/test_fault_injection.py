@@ -41,7 +41,7 @@ elif kill_at in ("after_commit", "mid_publish"):
     checkpoints._atomic_copy = copy_then_die
 elif kill_at == "final_report":
     training.evaluate_items = lambda *a, **k: die()
-config = TrainConfig(data=data, out=out, depth=2, base_filters=4, tile_size=32, batch_size=4,
+config = TrainConfig(plan=False, data=data, out=out, depth=2, base_filters=4, tile_size=32, batch_size=4,
                      epochs=%d, steps_per_epoch=3, verbose=0, resume=resume, seed=0)
 training.train(config)
 ''' % EPOCHS

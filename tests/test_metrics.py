@@ -81,3 +81,57 @@ def test_metric_config_round_trip():
     m = metrics.Dice(4, class_id=2, threshold=0.3, ignore_index=0)
     clone = metrics.Dice.from_config(m.get_config())
     assert clone.get_config() == m.get_config()
+
+
+def test_foreground_means_leave_the_background_out(rng):
+    k = 4
+    labels = rng.integers(0, k, size=(2, 16, 16))
+    labels[:, :4] = 0                                   # a large, easy background
+    probs = rng.random((2, 16, 16, k)).astype(np.float32)
+    probs[:, :4, :, 0] += 2.0
+    tp, p, t = _ref_counts(labels, probs.argmax(-1), k)
+    dice = 2 * tp / (p + t)
+    iou = tp / (p + t - tp)
+    fg_dice = metrics.Dice(k, foreground_only=True, name="dice_fg")
+    fg_iou = metrics.MeanIoU(k, foreground_only=True)
+    all_dice = metrics.Dice(k)
+    for m in (fg_dice, fg_iou, all_dice):
+        m.update_state(labels, probs)
+    assert float(fg_dice.result()) == pytest.approx(dice[1:].mean(), abs=1e-6)
+    assert float(fg_iou.result()) == pytest.approx(iou[1:].mean(), abs=1e-6)
+    assert float(all_dice.result()) == pytest.approx(dice.mean(), abs=1e-6)
+    assert fg_dice.name == "dice_fg"
+
+    counts = metrics.PixelCounts(k)
+    for lab, pr in zip(labels, probs):
+        counts.add(lab, pr.argmax(-1), lab != 255)
+    scores = counts.scores()
+    assert scores["dice_foreground"] == pytest.approx(dice[1:].mean())
+    assert scores["iou_foreground"] == pytest.approx(iou[1:].mean())
+    assert scores["dice"] == pytest.approx(dice.mean())          # all classes, as before
+    assert scores["mean_iou"] == pytest.approx(iou.mean())
+
+
+def test_binary_foreground_dice_is_the_foreground_class():
+    labels = np.zeros((1, 8, 8), int)
+    labels[0, 2:6, 2:6] = 1
+    probs = np.zeros((1, 8, 8, 1), np.float32)
+    probs[0, 2:6, 3:7] = 0.9
+    m = metrics.Dice(1, foreground_only=True)
+    m.update_state(labels, probs)
+    assert float(m.result()) == pytest.approx(2 * 12 / 32)
+    counts = metrics.PixelCounts(1)
+    counts.add(labels[0], (probs[0, ..., 0] >= 0.5).astype(int), np.ones((8, 8), bool))
+    scores = counts.scores()
+    assert scores["dice_foreground"] == scores["dice"] == pytest.approx(2 * 12 / 32)
+    assert scores["iou_foreground"] == pytest.approx(12 / 20)
+
+
+def test_foreground_metrics_serialise():
+    import keras
+    for m in (metrics.Dice(3, foreground_only=True, name="dice_fg"),
+              metrics.MeanIoU(3, foreground_only=True, name="iou_fg")):
+        config = keras.saving.serialize_keras_object(m)
+        clone = keras.saving.deserialize_keras_object(config)
+        assert type(clone) is type(m) and clone.foreground_only and clone.name == m.name
+        assert clone.get_config() == m.get_config()

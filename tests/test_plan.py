@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from unet_tf import plan as P
+from unet_tf.plan import object_stats
+from unet_tf.plan.memory import valid_output
 
 GiB = 2**30
 
@@ -170,9 +172,9 @@ def test_opencv_and_scipy_object_paths_agree(monkeypatch):
     label = np.kron(rng.integers(0, 4, (12, 16)), np.ones((6, 6), int)).astype(np.uint8)
     label[rng.random(label.shape) < 0.05] = 0  # holes and thin gaps
     inst = np.kron(np.arange(12 * 16).reshape(12, 16) % 7, np.ones((6, 6), int))
-    fast = (P._component_objects(label, [1, 2, 3]), P._instance_objects(inst))
-    monkeypatch.setattr(P, "_cv2", lambda: None)
-    slow = (P._component_objects(label, [1, 2, 3]), P._instance_objects(inst))
+    fast = (object_stats.component_objects(label, [1, 2, 3]), object_stats.instance_objects(inst))
+    monkeypatch.setattr(object_stats, "opencv", lambda: None)
+    slow = (object_stats.component_objects(label, [1, 2, 3]), object_stats.instance_objects(inst))
     for (n1, t1, d1), (n2, t2, d2) in zip(fast, slow):
         assert (n1, t1) == (n2, t2) and n1 > 5 and t1 > 0
         np.testing.assert_allclose(np.sort(d1), np.sort(d2))
@@ -301,11 +303,11 @@ def test_large_images_are_capped_and_memory_shrinks_the_tile():
 
 
 def test_valid_padding_tiles_follow_the_unet_size_rule():
-    assert P.is_valid_tile(572, 4, "valid") and P._valid_output(572, 4) == 388
+    assert P.is_valid_tile(572, 4, "valid") and valid_output(572, 4) == 388
     assert not P.is_valid_tile(570, 4, "valid")
     tile = P.whole_image_tile(217, 4, "valid")
-    assert P.is_valid_tile(tile, 4, "valid") and P._valid_output(tile, 4) >= 217
-    assert P._valid_output(tile - 16, 4) is None or P._valid_output(tile - 16, 4) < 217
+    assert P.is_valid_tile(tile, 4, "valid") and valid_output(tile, 4) >= 217
+    assert valid_output(tile - 16, 4) is None or valid_output(tile - 16, 4) < 217
 
 
 def test_images_smaller_than_any_tile_are_an_error():

@@ -17,13 +17,14 @@ from unet_tf import training
 from unet_tf.cli import main
 from unet_tf.config import TrainConfig
 
-TINY = ["--depth", "2", "--base-filters", "4", "--tile-size", "32", "--batch-size", "4",
+# The plan (tested in test_autoplan.py) times real steps; these tests fix every size instead.
+TINY = ["--no-plan", "--depth", "2", "--base-filters", "4", "--tile-size", "32", "--batch-size", "4",
         "--steps-per-epoch", "3", "--verbose", "0"]
 
 
 def _tiny_config(cells, out, **kw):
     values = dict(data=str(cells), out=str(out), depth=2, base_filters=4, tile_size=32, batch_size=4,
-                  steps_per_epoch=3, epochs=2, verbose=0)
+                  steps_per_epoch=3, epochs=2, verbose=0, plan=False)
     values.update(kw)
     return TrainConfig(**values)
 
@@ -64,6 +65,7 @@ def test_config_file_with_command_line_override(cells, tmp_path):
         epochs: 5
         steps_per_epoch: 2
         verbose: 0
+        plan: false
     """))
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", "--config", str(cfg), "--epochs", "1", "--out", str(out)])

@@ -21,6 +21,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "UNet": ("unet_tf.models", "UNet"),
     "UNetPlusPlus": ("unet_tf.models", "UNetPlusPlus"),
+    "UNet3Plus": ("unet_tf.models", "UNet3Plus"),
+    "EncoderUNet": ("unet_tf.models", "EncoderUNet"),
     "build_model": ("unet_tf.models", "build_model"),
     "ConvBlock": ("unet_tf.models", "ConvBlock"),
     "EncoderBlock": ("unet_tf.models", "EncoderBlock"),
@@ -63,13 +65,24 @@ class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "keras":
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("keras")
+        # The finder stays until Keras is actually executed: TensorFlow probes
+        # with importlib.util.find_spec("keras") at import, and that spec is
+        # thrown away (the import proper asks again).
+        index = sys.meta_path.index(self) if self in sys.meta_path else None
+        if index is not None:
+            sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec("keras")
+        finally:
+            if index is not None:
+                sys.meta_path.insert(index, self)
         if spec is None or spec.loader is None:
             return spec
         exec_module = spec.loader.exec_module
 
         def exec_then_register(module):
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
             exec_module(module)
             register_keras_objects()
 

@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import keras
@@ -27,7 +28,7 @@ import numpy as np
 
 from .files import atomic_write, atomic_write_json
 
-__all__ = ["RunCheckpoint", "RunState", "StopOnNaN", "atomic_save", "weights_are_finite",
+__all__ = ["RunCheckpoint", "RunState", "StopOnNaN", "TimeBudget", "atomic_save", "weights_are_finite",
            "read_state"]
 
 STATE_FILE = "state.json"
@@ -188,3 +189,23 @@ class StopOnNaN(keras.callbacks.Callback):
         if loss is not None and not np.isfinite(loss):
             self.where = (self.epoch + 1, batch + 1, float(loss))
             self.model.stop_training = True
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training once the run's time budget is spent.
+
+    The epoch in progress ends early, is validated and committed like any
+    other, so the run still ends with a checkpoint and a report.
+    """
+
+    def __init__(self, deadline: float, log=print):
+        super().__init__()
+        self.deadline = deadline
+        self.log = log
+        self.stopped_at = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.stopped_at is None and time.monotonic() >= self.deadline:
+            self.stopped_at = batch + 1
+            self.model.stop_training = True
+            self.log("Time budget spent: stopping after this epoch's validation")

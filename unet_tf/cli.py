@@ -118,21 +118,30 @@ def _train_options(func):
 
 
 def resolve_train_config(ctx: click.Context, preset: str | None, config_file: str | None,
-                         values: dict) -> TrainConfig:
+                         values: dict) -> tuple[TrainConfig, set[str]]:
     """Defaults < preset < config file < options given on the command line.
 
     ``--resume`` starts from the run's own ``config.json`` instead of the
     defaults, so only the options given now count as changes.
+
+    Returns:
+        The configuration, and the names of the options the user gave (a
+        preset's, the file's, the command line's): the plan leaves those alone.
     """
     resolved = _stored_config(values) if values.get("resume") else {}
+    explicit = set()
     if preset:
         resolved.update(PRESETS[preset])
+        explicit |= set(PRESETS[preset])
     if config_file:
-        resolved.update(load_config_file(config_file))
+        from_file = load_config_file(config_file)
+        resolved.update(from_file)
+        explicit |= set(from_file)
     for key, value in values.items():
         if ctx.get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE:
             resolved[key] = value
-    return TrainConfig.from_dict(resolved)
+            explicit.add(key)
+    return TrainConfig.from_dict(resolved), explicit
 
 
 def _stored_config(values: dict) -> dict:
@@ -156,10 +165,10 @@ def _stored_config(values: dict) -> dict:
 @_user_errors
 def train_command(ctx, config_file, preset, **values):
     """Train a U-Net; with no options, a small one on the built-in synthetic cells."""
-    config = resolve_train_config(ctx, preset, config_file, values)
+    config, explicit = resolve_train_config(ctx, preset, config_file, values)
     _start_tensorflow()
     from .training import train
-    result = train(config)
+    result = train(config, explicit)
     if result.finished_before:
         return
     if result.report:
@@ -168,6 +177,31 @@ def train_command(ctx, config_file, preset, **values):
         click.echo(f"Validation dice {report['dice']:.4f}, mean IoU {report['mean_iou']:.4f}, "
                    f"pixel accuracy {report['pixel_accuracy']:.4f} "
                    f"({report['images']} {report['split']} images, best epoch {report.get('best_epoch')})")
+
+
+@main.command("plan", context_settings={"show_default": True})
+@click.argument("data", type=click.Path())
+@click.option("--out", default="plan.json", help="Where to write the plan (JSON).")
+@click.option("--time-budget", default="15m", help="Training time to plan for (e.g. 90s, 15m, 1h30m).")
+@click.option("--memory-budget", default="auto", help="Memory to plan tiles and batches for (e.g. 8G).")
+@click.option("--num-classes", type=click.IntRange(1, 1024), default=None,
+              help="Classes in the masks (default: inferred).")
+@click.option("--ignore-index", type=int, default=255, help="Label value of void pixels.")
+@click.option("--measure/--estimate", default=True,
+              help="Time real training steps (a minute or so) or estimate them from FLOPs.")
+@_user_errors
+def plan_command(data, out, time_budget, memory_budget, num_classes, ignore_index, measure):
+    """Fingerprint DATA and print the training plan with the reason for every choice."""
+    config = TrainConfig(data=data, time_budget=time_budget, memory_budget=memory_budget,
+                         num_classes=num_classes, ignore_index=ignore_index)
+    _start_tensorflow()
+    from .autoplan import plan_dataset
+    from .files import atomic_write_json
+    from .plan import format_plan
+    plan = plan_dataset(config, measure=measure, log=lambda m: click.echo(m, err=True))
+    click.echo(format_plan(plan))
+    atomic_write_json(Path(out), plan.to_dict())
+    click.echo(f"Plan: {out}")
 
 
 # --------------------------------------------------------------------------- data

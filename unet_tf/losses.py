@@ -21,7 +21,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["WeightedCrossEntropy", "DiceLoss", "DiceCrossEntropy", "get"]
+__all__ = ["WeightedCrossEntropy", "DiceLoss", "DiceCrossEntropy", "FocalLoss", "TverskyLoss",
+           "IoULoss", "MSSSIMLoss", "HybridLoss", "get"]
 
 _EPS = 1e-7
 
@@ -232,16 +233,27 @@ class DiceCrossEntropy(_SegmentationLoss):
         return config
 
 
+# Focal, Tversky, IoU, MS-SSIM and hybrid losses live in losses_extra.py (this
+# module's helpers above are theirs too); imported here, after those helpers.
+from .losses_extra import FocalLoss, HybridLoss, IoULoss, MSSSIMLoss, TverskyLoss  # noqa: E402
+
 _BY_NAME = {
     "wce": WeightedCrossEntropy, "weighted_ce": WeightedCrossEntropy,
     "cross_entropy": WeightedCrossEntropy, "ce": WeightedCrossEntropy,
     "dice": DiceLoss, "dice_ce": DiceCrossEntropy, "dice+ce": DiceCrossEntropy,
+    "focal": FocalLoss, "tversky": TverskyLoss, "focal_tversky": TverskyLoss, "iou": IoULoss,
+    "jaccard": IoULoss, "msssim": MSSSIMLoss, "ms_ssim": MSSSIMLoss, "hybrid": HybridLoss,
 }
+#: The names ``--loss`` offers.
+NAMES = ("wce", "dice", "dice_ce", "focal", "tversky", "iou", "msssim", "hybrid")
 
 
 def get(name: str, **kwargs) -> keras.losses.Loss:
-    """Build a loss by its command-line name: ``wce``, ``dice`` or ``dice_ce``."""
+    """Build a loss by its command-line name (one of ``NAMES``; ``focal_tversky`` gives
+    ``TverskyLoss(gamma=0.75)`` unless ``gamma`` is given)."""
     key = name.lower().replace("-", "_")
     if key not in _BY_NAME:
-        raise ValueError(f"Unknown loss {name!r}: choose one of wce, dice, dice_ce")
+        raise ValueError(f"Unknown loss {name!r}: choose one of {', '.join(NAMES)}")
+    if key == "focal_tversky":
+        kwargs.setdefault("gamma", 0.75)
     return _BY_NAME[key](**kwargs)

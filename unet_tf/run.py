@@ -25,6 +25,7 @@ __all__ = ["RunRecord", "RunFolderError", "RUN_FILE", "find_run", "load_run", "m
            "legacy_normalisation"]
 
 RUN_FILE = "run.json"
+PLAN_FILE = "plan.json"
 _LEGACY_FILE = "dataset.json"
 FORMAT = 2
 
@@ -193,5 +194,9 @@ def model_sidecar(path: str | Path) -> dict:
     if folder is None:
         return {}
     record = load_run(folder)
-    return {"input_scale": record.input_scale, "normalisation": record.normalisation,
+    info = {"input_scale": record.input_scale, "normalisation": record.normalisation,
             "labels": record.labels.to_dict(), "root": record.data_root}
+    plan = folder / PLAN_FILE
+    if plan.is_file():
+        info["plan"] = _read_json(plan)
+    return info

@@ -37,13 +37,16 @@ import tensorflow as tf
 
 from . import losses, metrics, plots, sizes
 from .config import TrainConfig
-from .checkpoints import (CHECKPOINT_DIR, STATE_FILE, RunCheckpoint, RunState, StopOnNaN, publish,
-                          read_state)
+from .checkpoints import (CHECKPOINT_DIR, STATE_FILE, RunCheckpoint, RunState, StopOnNaN,
+                          TimeBudget, publish, read_state)
 from .data import pipeline as data_lib
+from .autoplan import (chosen_normalisation, memory_budget_bytes, plan_run, time_budget_seconds,
+                       validation_tile_cap)
 from .errors import TrainingDiverged
 from .files import atomic_write_json
 from .inference import predict_tiled, to_labels
 from .models import ARCHITECTURES, UNetBase
+from .plan import Plan, format_plan, normalisation_spec
 from .run import RunRecord
 from .runtimes import KerasRuntime
 
@@ -97,13 +100,23 @@ def build_model(config: TrainConfig, num_classes: int, in_channels: int) -> UNet
     cls = ARCHITECTURES[config.arch]
     if "deep_supervision" in cls.__init__.__code__.co_varnames:
         common["deep_supervision"] = config.deep_supervision
+    if config.arch == "unet3p":
+        common.update(skip_filters=config.skip_filters, cgm=config.cgm)
+    if config.encoder != "none":  # --arch unet on a keras.applications encoder
+        cls = ARCHITECTURES["encoder_unet"]
+        common.update(encoder=config.encoder, encoder_weights=config.encoder_weights)
     return cls(**common)
 
 
 def _optimizer(config: TrainConfig, total_steps: int):
     lr = config.learning_rate
     if config.lr_schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(total_steps, 1), alpha=0.01)
+        warmup = min(config.warmup_steps, max(total_steps - 1, 0))
+        # With warm-up Keras's CosineDecay rises linearly from its initial rate to
+        # warmup_target, then decays over decay_steps.
+        lr = keras.optimizers.schedules.CosineDecay(
+            lr / 100 if warmup else lr, decay_steps=max(total_steps - warmup, 1), alpha=0.01,
+            warmup_target=lr if warmup else None, warmup_steps=warmup)
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(lr, momentum=config.momentum)
     return keras.optimizers.Adam(lr)
@@ -147,6 +160,9 @@ def _callbacks(config: TrainConfig, out: Path, chief: bool, state: RunState | No
     if config.early_stopping > 0:
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_dice", mode="max",
                                                  patience=config.early_stopping))
+    if config.freeze_encoder_epochs > 0:
+        from .models import FreezeEncoder
+        cbs.append(FreezeEncoder(config.freeze_encoder_epochs))
     if chief:
         cbs.append(keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch",
                                                write_graph=False, profile_batch=0))
@@ -267,8 +283,17 @@ def _mixed_precision_policy(name: str) -> str:
     return {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}[name]
 
 
-def train(config: TrainConfig) -> TrainResult:
+def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainResult:
     """Train a U-Net as configured and fill its run folder; returns the history and report.
+
+    With ``config.plan`` (the default) the options the user did not give are
+    planned from the data (``unet_tf.plan``) and the plan is saved as
+    ``plan.json`` in the run folder.
+
+    Args:
+        config: The configuration.
+        explicit: Names of the options the user gave, which win over the plan;
+            default: those that differ from ``TrainConfig``'s defaults.
 
     Raises:
         unet_tf.errors.DatasetError: the data has problems (each named with its file).
@@ -276,26 +301,39 @@ def train(config: TrainConfig) -> TrainResult:
         FileExistsError: the run folder exists and ``resume`` is off.
         TrainingDiverged: the loss became NaN or infinite.
     """
+    if explicit is None:
+        default = TrainConfig()
+        explicit = {f.name for f in dataclasses.fields(TrainConfig)
+                    if getattr(config, f.name) != getattr(default, f.name)}
+    if not config.plan or "tile_size" in explicit:
+        _check_tile(config)
+    if config.plan:
+        time_budget_seconds(config.time_budget)  # bad values fail before anything is written
+        memory_budget_bytes(config.memory_budget)
+    previous_policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(_mixed_precision_policy(config.mixed_precision))
+    try:
+        return _train(config, set(explicit))
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _check_tile(config: TrainConfig) -> None:
     try:
         sizes.check_input_size(config.tile_size, config.depth, config.padding)
     except ValueError as err:
         raise ValueError(f"--tile-size {config.tile_size}: {err}".replace(
             " (unet_tf.inference.predict_tiled does this for you)", "")) from None
-    previous_policy = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(_mixed_precision_policy(config.mixed_precision))
-    try:
-        return _train(config)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(config: TrainConfig) -> TrainResult:
+def _train(config: TrainConfig, explicit: set[str]) -> TrainResult:
+    started = time.monotonic()
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
     if is_chief():
         out, created = _prepare_out(config)
         try:
-            return _train_in(config, strategy, True, out)
+            return _train_in(config, strategy, True, out, explicit, started)
         except BaseException:
             if created and read_state(out) is None:  # nothing finished: leave nothing behind
                 shutil.rmtree(out, ignore_errors=True)
@@ -304,7 +342,7 @@ def _train(config: TrainConfig) -> TrainResult:
     # they resume from the chief's run folder, which all workers share.
     out = Path(tempfile.mkdtemp(prefix="unet-tf-worker-"))
     try:
-        return _train_in(config, strategy, False, out)
+        return _train_in(config, strategy, False, out, explicit, started)
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -316,7 +354,8 @@ def _finished_result(out: Path) -> TrainResult:
                        out / "last.keras", finished_before=True)
 
 
-def _train_in(config: TrainConfig, strategy, chief: bool, out: Path) -> TrainResult:
+def _train_in(config: TrainConfig, strategy, chief: bool, out: Path, explicit: set[str],
+              started: float) -> TrainResult:
     run_folder = Path(config.out) if (config.out and not chief) else out
     state = read_state(run_folder) if config.resume else None
     if config.resume:
@@ -328,24 +367,42 @@ def _train_in(config: TrainConfig, strategy, chief: bool, out: Path) -> TrainRes
              f"(pass --epochs N with N > {state.epoch} to train it further)")
         return _finished_result(run_folder)
     data_root = _dataset_folder(config, out)
+    planning = config.plan and not (config.resume and (run_folder / "plan.json").is_file())
     bundle = data_lib.load_data(
         data_root, val_fraction=config.val_fraction, seed=config.seed,
         num_classes=config.num_classes, ignore_index=config.ignore_index,
-        weight_map=_weight_map_config(config))
+        weight_map=data_lib.WeightMapConfig(enabled=False) if planning else _weight_map_config(config))
     if not bundle.val:
         _log(f"Warning: only {len(bundle.train)} labelled image(s) and no validation split: the "
              "validation scores are measured on the training images")
+    plan = None
+    if planning:
+        config, plan = plan_run(config, bundle, explicit, elapsed_s=time.monotonic() - started,
+                                log=_log if chief else (lambda *_: None))
+        _check_tile(config)
+        bundle.reweight(_weight_map_config(config, plan))
+        if chief:
+            _log(format_plan(plan))
+            _write_json(out / "plan.json", plan.to_dict())
+    elif config.plan and (run_folder / "plan.json").is_file():
+        plan = Plan.from_dict(json.loads((run_folder / "plan.json").read_text()))
+        bundle.renormalise(normalisation_spec(plan))
+        bundle.reweight(_weight_map_config(config, plan))
+    elif (norm := chosen_normalisation(config, bundle)) is not None:
+        bundle.renormalise(norm)
     if chief:
         _write_json(out / "config.json", config.replace(out=str(out), data=str(data_root)).to_dict())
         _run_record(out, config, bundle, data_root).write()
+    deadline = started + time_budget_seconds(config.time_budget) if config.plan else None
 
     steps = config.steps_per_epoch or bundle.steps_per_epoch(config.tile_size, config.batch_size,
                                                              config.depth, config.padding)
-    train_ds = _distributed_train_dataset(strategy, bundle, config)
+    train_ds = _distributed_train_dataset(strategy, bundle, config, plan)
     val_items = bundle.val or bundle.train
     val_ds = data_lib.val_dataset(val_items, tile_size=config.tile_size, batch_size=config.batch_size,
                                   depth=config.depth, padding=config.padding,
-                                  ignore_index=bundle.ignore_index)
+                                  ignore_index=bundle.ignore_index,
+                                  max_tiles=validation_tile_cap(config, plan))
     with strategy.scope():
         if state:  # the committed model, with its optimizer state
             model = keras.models.load_model(run_folder / CHECKPOINT_DIR / state.checkpoint)
@@ -355,6 +412,8 @@ def _train_in(config: TrainConfig, strategy, chief: bool, out: Path) -> TrainRes
     if state and state.epoch >= config.epochs:  # killed while writing the final report
         return _finish(out, bundle, config) if chief else TrainResult(out, {}, {}, Path(), Path())
     callbacks, nan_guard, checkpoint = _callbacks(config, out, chief, state)
+    if deadline is not None:
+        callbacks.append(TimeBudget(deadline, log=_log if chief else (lambda *_: None)))
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps,
               initial_epoch=state.epoch if state else 0, callbacks=callbacks,
               verbose=_verbosity(config.verbose), shuffle=False)
@@ -394,14 +453,20 @@ def _run_record(out: Path, config: TrainConfig, bundle, data_root: Path) -> RunR
                              "test": len(bundle.test)})
 
 
-def _weight_map_config(config: TrainConfig) -> data_lib.WeightMapConfig:
+def _weight_map_config(config: TrainConfig, plan=None) -> data_lib.WeightMapConfig:
     # The dice loss uses weights only as a mask: no need to compute the maps.
-    return data_lib.WeightMapConfig(enabled=config.weight_map and config.loss != "dice",
-                                    w0=config.w0, sigma=config.sigma,
+    enabled = config.weight_map and config.loss != "dice"
+    class_weights = "balanced"
+    if not enabled and plan is not None and config.loss == "dice_ce":
+        # Without the weight map the plan's class weights weigh the cross-entropy
+        # term (the dice term uses weights only as a mask).
+        class_weights = list(plan.entries["class_weights"].value)
+    return data_lib.WeightMapConfig(enabled=enabled, w0=config.w0, sigma=config.sigma,
+                                    class_weights=class_weights,
                                     recompute=config.recompute_weights)
 
 
-def _distributed_train_dataset(strategy, bundle, config: TrainConfig):
+def _distributed_train_dataset(strategy, bundle, config: TrainConfig, plan=None):
     """One pipeline per worker, each with its own tiles and its share of the global batch."""
     def make(input_context=None):
         shards, index, batch = 1, 0, config.batch_size
@@ -411,8 +476,10 @@ def _distributed_train_dataset(strategy, bundle, config: TrainConfig):
         return data_lib.train_dataset(
             bundle.train, tile_size=config.tile_size, batch_size=batch, depth=config.depth,
             padding=config.padding, augment=config.augment_config(), spec=bundle.spec,
-            weight_map=_weight_map_config(config),
-            seed=config.seed, num_shards=shards, shard_index=index)
+            weight_map=_weight_map_config(config, plan),
+            seed=config.seed, num_shards=shards, shard_index=index,
+            rare_classes=plan.details.get("rare_classes", []) if plan else (),
+            rare_share=config.rare_class_share)
 
     if strategy.num_replicas_in_sync == 1 and not isinstance(
             strategy, tf.distribute.MultiWorkerMirroredStrategy):

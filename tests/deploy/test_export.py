@@ -21,7 +21,7 @@ def run(tmp_path_factory):
     """A tiny trained run folder (binary cells, same padding)."""
     tmp = tmp_path_factory.mktemp("export")
     datasets.write_dataset(tmp / "data", n=6, size=64, seed=2)
-    config = TrainConfig(data=str(tmp / "data"), out=str(tmp / "run"), depth=2, base_filters=4,
+    config = TrainConfig(plan=False, data=str(tmp / "data"), out=str(tmp / "run"), depth=2, base_filters=4,
                          tile_size=32, batch_size=4, steps_per_epoch=6, epochs=2, verbose=0)
     training.train(config)
     return tmp / "run"

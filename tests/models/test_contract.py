@@ -33,6 +33,16 @@ CONTRACT = {
     "unetpp_no_deep_supervision": ("unetpp", dict(deep_supervision=False), False),
     "unetpp_valid": ("unetpp", dict(padding="valid", residual=True, attention=True,
                                     inference_mode="average"), False),
+    "unet3p": ("unet3p", dict(), False),
+    # CGM gating, averaged heads, every bilinear resize factor, residual encoder blocks.
+    "unet3p_cgm_average": ("unet3p", dict(cgm=True, inference_mode="average", residual=True,
+                                          skip_filters=3), True),
+    # Pretrained-encoder U-Nets (weights=None here: tests never download). Depth 1..3
+    # cuts the encoder at stride 2**depth; 3 input channels go straight in, 1 is
+    # repeated, 2 pass a 1x1 projection.
+    "encoder_mobilenetv2": ("encoder_unet", dict(encoder="mobilenetv2", encoder_alpha=0.35), True),
+    "encoder_efficientnetb0": ("encoder_unet", dict(encoder="efficientnetb0", attention=True,
+                                                    upsampling="bilinear"), False),
 }
 EXPORTED = sorted(name for name, (_, _, export) in CONTRACT.items() if export)
 
@@ -114,7 +124,7 @@ def test_gradients_reach_every_trainable_weight(name):
 
 # One fit per architecture and per kind of block (tracing a train step costs 5-15 s
 # on 2 cores); test_overfit.py and test_variants.py overfit the others.
-FITTED = sorted({"unet", "unetpp_final", "unet_residual_attention_valid"})
+FITTED = sorted({"unet", "unetpp_final", "unet_residual_attention_valid", "unet3p_cgm_average"})
 
 
 @pytest.mark.parametrize("name", FITTED)

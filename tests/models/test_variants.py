@@ -265,7 +265,7 @@ def test_cli_trains_unetpp_with_residual_blocks_and_attention(tmp_path):
     datasets.write_dataset(tmp_path / "data", n=6, size=64, seed=1)
     out = tmp_path / "run"
     result = CliRunner().invoke(main, [
-        "train", "--data", str(tmp_path / "data"), "--out", str(out), "--arch", "unetpp",
+        "train", "--no-plan", "--data", str(tmp_path / "data"), "--out", str(out), "--arch", "unetpp",
         "--residual", "--attention", "--epochs", "1", "--depth", "2", "--base-filters", "4",
         "--tile-size", "32", "--batch-size", "4", "--steps-per-epoch", "2", "--verbose", "0"])
     assert result.exit_code == 0, result.output

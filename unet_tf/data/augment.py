@@ -88,6 +88,9 @@ class AugmentConfig:
             ``"bspline"`` (exact cubic B-spline like scipy/elasticdeform, ~3x the
             cost of "cubic") or ``"linear"``. Labels are always nearest, weights linear.
         flip: random vertical and horizontal flips (each with p=0.5).
+        hflip, vflip: each flip on its own (left-right, up-down); None follows
+            ``flip``. A dataset plan turns off what the labels are not
+            invariant to (left/right structures, sky above ground).
         rot90: random multiples of 90 degrees. Odd multiples are only drawn when
             the rotated output window fits in the input (always for square inputs).
         rotate_degrees: small rotation drawn uniformly from +-rotate_degrees.
@@ -108,6 +111,8 @@ class AugmentConfig:
     flip: bool = True
     rot90: bool = True
     rotate_degrees: float = 15.0
+    hflip: Optional[bool] = None
+    vflip: Optional[bool] = None
     shift: float = 0.05
     scale: Tuple[float, float] = (0.9, 1.1)
     brightness: float = 0.1
@@ -398,8 +403,8 @@ def _sample_geometry_and_gray(config: AugmentConfig, seed: int, in_shape, out_sh
     H, W = in_shape
     h, w = out_shape
 
-    flip_v = config.flip and u[0] < 0.5
-    flip_h = config.flip and u[1] < 0.5
+    flip_v = (config.flip if config.vflip is None else config.vflip) and u[0] < 0.5
+    flip_h = (config.flip if config.hflip is None else config.hflip) and u[1] < 0.5
     k = 0
     if config.rot90:
         # Odd quarter turns only when the rotated output window still fits in the input.

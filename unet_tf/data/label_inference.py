@@ -27,7 +27,8 @@ from .samples import CLASS_DICT_FILE, LOSSY_EXTENSIONS, LOSSY_HINT, MAX_MASK_VAL
 __all__ = ["MaskStat", "infer_label_spec"]
 
 #: In index masks, a void value covering more than this share of all mask
-#: pixels while some classes never appear is probably a class read as void.
+#: pixels while the last class never appears is probably that class (a
+#: problem); with the classes otherwise accounted for, only a warning.
 VOID_SHARE_LIMIT = 0.10
 
 #: What :func:`load_classes` gives when a class file exists but could not be
@@ -162,7 +163,10 @@ def _check_void(stats: list[MaskStat], spec: LabelSpec, fix: str, problems: list
                 warnings: list[str]) -> None:
     """Flags a void value that looks like a class: the only non-zero value
     (binary 0/255 masks read with 3 classes), or more than
-    :data:`VOID_SHARE_LIMIT` of the pixels while some classes never appear."""
+    :data:`VOID_SHARE_LIMIT` of the pixels while the last class never appears
+    (0/1/255 masks read with 3 classes). A large void share with the classes
+    otherwise accounted for (sparse annotations, classes missing from a subset)
+    is only a warning: it is common, and nothing would let the user through."""
     void = spec.ignore_index
     with_void = [s for s in stats if np.any(s.values == void)]
     total = sum(int(s.counts.sum()) for s in stats)
@@ -179,10 +183,12 @@ def _check_void(stats: list[MaskStat], spec: LabelSpec, fix: str, problems: list
         problems.append(f"{head} and is the only non-zero value in the masks ({100 * share:.1f}% "
                         f"of the pixels): these look like binary 0/{void} masks; "
                         + (f"{fix}, or {other}." if fix else f"{other}."))
-    elif share > VOID_SHARE_LIMIT and absent:
-        problems.append(f"{head} and covers {100 * share:.1f}% of the mask pixels, while classes "
-                        f"{format_values(absent)} never appear: {void} is probably a class; "
-                        f"{other}, or fix the number of classes.")
+    elif share > VOID_SHARE_LIMIT and absent == [spec.num_labels - 1]:
+        last = absent[0]
+        problems.append(f"{head} and covers {100 * share:.1f}% of the mask pixels, while class "
+                        f"{last} never appears: {void} probably stores class {last}; re-save the "
+                        f"masks with {last} in place of {void}, or, if {void} really is void, "
+                        f"use {last} classes.")
     elif share > VOID_SHARE_LIMIT:
         warnings.append(f"{head} and covers {100 * share:.1f}% of the mask pixels, which training "
                         f"ignores; if {void} is a class, {other}.")

@@ -54,7 +54,8 @@ __all__ = ["WeightMapConfig", "Item", "DataBundle", "load_data", "load_arrays", 
 class WeightMapConfig:
     """How the per-pixel weights are made (see ``unet_tf.data.weights.unet_weight_map``).
 
-    ``enabled=False`` gives weight 1 on every labelled pixel. ``recompute``
+    ``enabled=False`` gives weight 1 on every labelled pixel, or with a list of
+    ``class_weights`` the weight of each pixel's class (no border term). ``recompute``
     recomputes the map after each deformation from the deformed instance map
     (exact but slower); by default the cached map is deformed with the sample
     using linear interpolation, as the paper's code does.
@@ -116,6 +117,24 @@ class DataBundle:
                         padding: str = "same") -> int:
         return steps_per_epoch(self.train, tile_size, batch_size, depth, padding)
 
+    def reweight(self, cfg: WeightMapConfig) -> None:
+        """Recomputes every image's weight map (a plan chose the loss after loading)."""
+        for item in (*self.train, *self.val, *self.test):
+            item.weight = _weight_map(item.label.astype(np.int32), item.instances, self.spec,
+                                      cfg).astype(np.float32)
+
+    def renormalise(self, norm: dict) -> None:
+        """Switches every image to another normalisation (``unet_tf.data.normalise``)."""
+        scalar = norm.get("scheme", "scale") == "scale"
+        for item in (*self.train, *self.val, *self.test):
+            gain, offset, clip = affine(item.pixels, norm)
+            item.scale = float(gain[0]) if scalar else gain
+            item.offset = 0.0 if scalar else offset
+            item.clip = clip
+        self.normalisation = dict(norm)
+        if scalar:
+            self.input_scale = float(norm["scale"])
+
     def describe(self) -> dict:
         return dict(root=self.root, train=len(self.train), val=len(self.val), test=len(self.test),
                     num_classes=self.num_classes, in_channels=self.in_channels,
@@ -144,6 +163,10 @@ def input_scale_for(images: Sequence[np.ndarray]) -> float:
 def _weight_map(label, instances, spec: LabelSpec, cfg: WeightMapConfig) -> np.ndarray:
     ignore = spec.ignore_index
     if not cfg.enabled:
+        if isinstance(cfg.class_weights, (list, tuple)):  # per-class weights, no border term
+            lut = np.asarray(cfg.class_weights, np.float32)
+            valid = (label != ignore) & (label >= 0) & (label < len(lut))
+            return np.where(valid, lut[np.clip(label, 0, len(lut) - 1)], 0).astype(np.float32)
         return (label != ignore).astype(np.float32)
     if instances is None:  # multi-class data without instances: class balance only
         instances = np.zeros_like(label)
@@ -352,7 +375,8 @@ def reopen_gaps(label: np.ndarray, instances: np.ndarray, ignore_index: int = 25
 class _TileSampler:
     """Draws the k-th random training tile; all randomness comes from (seed, k)."""
 
-    def __init__(self, items, tile_in, tile_out, augment, weight_cfg, spec, seed):
+    def __init__(self, items, tile_in, tile_out, augment, weight_cfg, spec, seed,
+                 rare_classes=(), rare_share=0.0):
         self.items = items
         self.tile_in, self.tile_out = tile_in, tile_out
         self.augment = augment
@@ -366,13 +390,30 @@ class _TileSampler:
         # Extra context so rotations, zoom and the elastic field sample real
         # (or mirrored) pixels rather than the window's border.
         self.context = int(math.ceil(0.2 * tile_in)) if geometric else 0
+        self.rare_points = _rare_points(items, rare_classes, seed) if rare_share > 0 else []
+        counts = np.array([len(p) for p in self.rare_points], np.float64)
+        self.rare_share = float(rare_share) if counts.sum() else 0.0
+        self.rare_probs = counts / counts.sum() if counts.sum() else None
 
-    def __call__(self, k):
-        rng = np.random.default_rng([self.seed, int(k)])
+    def _position(self, rng):
+        """A random item and tile corner; a ``rare_share`` of the tiles are
+        centred on a pixel of a rare class, as nnU-Net oversamples foreground."""
+        if self.rare_share and rng.random() < self.rare_share:
+            i = int(rng.choice(len(self.items), p=self.rare_probs))
+            y, x = self.rare_points[i][int(rng.integers(len(self.rare_points[i])))]
+            h, w = self.items[i].label.shape
+            top = int(np.clip(y - self.tile_out // 2, 0, max(h - self.tile_out, 0)))
+            left = int(np.clip(x - self.tile_out // 2, 0, max(w - self.tile_out, 0)))
+            return self.items[i], top, left
         item = self.items[rng.choice(len(self.items), p=self.probs)]
         h, w = item.label.shape
         top = int(rng.integers(0, max(h - self.tile_out, 0) + 1))
         left = int(rng.integers(0, max(w - self.tile_out, 0) + 1))
+        return item, top, left
+
+    def __call__(self, k):
+        rng = np.random.default_rng([self.seed, int(k)])
+        item, top, left = self._position(rng)
         image, label, weight, inst = _crop_tile(item, top, left, self.tile_in, self.tile_out,
                                                 self.context, self.spec.ignore_index, True)
         if self.augment is not None:
@@ -394,6 +435,23 @@ class _TileSampler:
                 np.ascontiguousarray(weight, np.float32))
 
 
+#: Rare-class pixels remembered per image for centring tiles on them.
+RARE_POINTS_PER_IMAGE = 4096
+
+
+def _rare_points(items, rare_classes, seed) -> list[np.ndarray]:
+    """Per item, up to ``RARE_POINTS_PER_IMAGE`` (row, col) pixels of the rare classes."""
+    rng = np.random.default_rng([int(seed), 7])
+    points = []
+    for item in items:
+        yx = np.argwhere(np.isin(item.label, list(rare_classes))) if len(rare_classes) else \
+            np.zeros((0, 2), np.int64)
+        if len(yx) > RARE_POINTS_PER_IMAGE:
+            yx = yx[rng.choice(len(yx), RARE_POINTS_PER_IMAGE, replace=False)]
+        points.append(yx)
+    return points
+
+
 def _tile_loader(make_tile, tile_in: int, tile_out: int, channels: int):
     """A tf.data map function: tile index -> (image, label, weight) from the
     numpy function ``make_tile``, with the static shapes Keras needs."""
@@ -411,7 +469,8 @@ def train_dataset(items: Sequence[Item], *, tile_size: int, batch_size: int, dep
                   padding: str = "same", augment: AugmentConfig | None = None,
                   spec: LabelSpec | None = None, weight_map: WeightMapConfig | None = None,
                   seed: int = 0, deterministic: bool = True, num_shards: int = 1,
-                  shard_index: int = 0) -> tf.data.Dataset:
+                  shard_index: int = 0, rare_classes: Sequence[int] = (),
+                  rare_share: float = 0.0) -> tf.data.Dataset:
     """An endless dataset of random, augmented training tiles, batched.
 
     Tile ``k`` depends only on ``(seed, k)``, so a seed gives the same stream
@@ -421,13 +480,14 @@ def train_dataset(items: Sequence[Item], *, tile_size: int, batch_size: int, dep
 
     Use ``augment=AugmentConfig()`` for the paper's augmentations (elastic
     deformation on a 3x3 grid, flips, rotations, gray values) or None for none.
+    ``rare_share`` of the tiles are centred on a pixel of one of ``rare_classes``.
     """
     if not items:
         raise ValueError("train_dataset needs at least one image")
     tile_in, tile_out = tile_geometry(tile_size, depth, padding)
     spec = spec or LabelSpec(mode="index", num_labels=2)
     sampler = _TileSampler(list(items), tile_in, tile_out, augment, weight_map or WeightMapConfig(),
-                           spec, seed)
+                           spec, seed, rare_classes, rare_share)
     channels = items[0].pixels.shape[-1]
     # cv2 parallelises each remap itself; tf.data already runs samples in parallel.
     cv2.setNumThreads(1)
@@ -462,17 +522,22 @@ def val_tiles(items: Sequence[Item], tile_size: int, depth: int = 4, padding: st
 
 
 def val_dataset(items: Sequence[Item], *, tile_size: int, batch_size: int, depth: int = 4,
-                padding: str = "same", ignore_index: int = 255) -> tf.data.Dataset:
+                padding: str = "same", ignore_index: int = 255,
+                max_tiles: int | None = None) -> tf.data.Dataset:
     """A finite, deterministic dataset of validation tiles with their weight maps.
 
     Tiles are cut as they are consumed, so memory does not grow with the
-    validation set (only the images themselves are held).
+    validation set (only the images themselves are held). ``max_tiles`` keeps
+    that many tiles spread evenly over the grid (a cap on validation time).
     """
     if not items:
         raise ValueError("val_dataset needs at least one image")
     tile_in, tile_out = tile_geometry(tile_size, depth, padding)
     items = list(items)
     positions = _val_positions(items, tile_out)
+    if max_tiles is not None and len(positions) > max_tiles:
+        keep = np.linspace(0, len(positions) - 1, max(1, int(max_tiles))).round().astype(int)
+        positions = [positions[i] for i in np.unique(keep)]
     channels = items[0].pixels.shape[-1]
 
     def cut(k):

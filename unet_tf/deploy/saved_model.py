@@ -65,6 +65,7 @@ def export_metadata(model, info: dict) -> dict:
         "normalisation": info.get("normalisation")
         or legacy_normalisation(float(info.get("input_scale", 1.0 / 255.0))),
         "labels": info.get("labels"),
+        "plan": info.get("plan"),
         "class_names": (info.get("labels") or {}).get("class_names"),
         "palette": (info.get("labels") or {}).get("palette"),
         "size_step": step, "min_input": min_in,
@@ -233,8 +234,9 @@ def verify_saved_model(path: Path, model, meta: dict) -> dict:
         script = (Path(__file__).parent / "verify_saved_model.py").read_text()
         # -c with the source (not the file path): the child must not see the
         # package folder on sys.path, so it cannot import unet_tf by accident.
+        (Path(tmp) / "meta.json").write_text(json.dumps(meta))
         proc = subprocess.run([sys.executable, "-c", script, str(path), str(Path(tmp) / "cases.npz"),
-                               json.dumps(meta)], capture_output=True, text=True, cwd=tmp,
+                               str(Path(tmp) / "meta.json")], capture_output=True, text=True, cwd=tmp,
                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=600)
     if proc.returncode != 0:
         raise ExportError(f"SavedModel verification failed in a fresh process:\n{proc.stderr[-3000:]}")

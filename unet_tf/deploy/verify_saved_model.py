@@ -25,11 +25,11 @@ def _expect(condition, message, problems):
         problems.append(message)
 
 
-def main(path, cases_path, meta_json):
+def main(path, cases_path, meta_path):
     # One thread, like the TFLite latencies in the same report.
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    meta = json.loads(meta_json)
+    meta = json.loads(open(meta_path).read())
     c, k = meta["in_channels"], meta["num_classes"]
     loaded = tf.saved_model.load(path)
     signatures = {name: _spec(fn) for name, fn in loaded.signatures.items()}

@@ -6,7 +6,9 @@ the model-contract tests and the exporter pick it up from here.
 """
 from __future__ import annotations
 
+from .encoder_unet import EncoderUNet
 from .unet import UNet, UNetBase
+from .unet3p import UNet3Plus
 from .unetpp import UNetPlusPlus
 
 __all__ = ["ARCHITECTURES", "build_model"]
@@ -15,6 +17,10 @@ __all__ = ["ARCHITECTURES", "build_model"]
 ARCHITECTURES: dict[str, type[UNetBase]] = {
     "unet": UNet,
     "unetpp": UNetPlusPlus,
+    "unet3p": UNet3Plus,
+    # A U-Net decoder on a keras.applications encoder; on the command line
+    # ``--arch unet --encoder NAME`` (the encoder U-Net is a U-Net).
+    "encoder_unet": EncoderUNet,
 }
 
 

@@ -1,0 +1,200 @@
+"""The plan applied to a training run: fingerprint the loaded data, time real steps, fill the options.
+
+``plan_run(config, bundle, explicit)`` is what ``train`` does before it builds
+the model when ``config.plan`` is on: every option the user gave (``explicit``)
+wins, every other planned option comes from ``unet_tf.plan.make_plan``, and
+the log names the ones that were overridden. ``unet-tf plan DATA`` runs the
+same and prints it.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import fields
+
+import numpy as np
+
+from .config import TrainConfig
+from .plan import (Plan, fingerprint_arrays, make_plan, normalisation_params, normalisation_spec,
+                   parse_bytes, parse_duration)
+
+__all__ = ["fingerprint_bundle", "step_timer", "plan_run", "plan_dataset", "chosen_normalisation",
+           "memory_budget_bytes",
+           "time_budget_seconds", "validation_tile_cap"]
+
+#: Share of the machine's memory (or the GPU's) that training may plan for.
+MEMORY_SHARE_CPU = 0.25
+MEMORY_SHARE_GPU = 0.7
+#: Timed steps per measured model size, after warm-up steps (tracing).
+WARMUP_STEPS, TIMED_STEPS = 2, 3
+#: Share of the budget that validation during training may take.
+VALIDATION_SHARE = 0.08
+
+
+def fingerprint_bundle(bundle, seed: int = 0):
+    """The fingerprint of a loaded dataset's training images."""
+    samples = ((item.pixels, item.label, item.instances) for item in bundle.train)
+    return fingerprint_arrays(samples, num_classes=bundle.spec.num_labels,
+                              ignore_index=bundle.ignore_index, class_names=bundle.spec.class_names,
+                              binary=bundle.num_classes == 1, seed=seed)
+
+
+def memory_budget_bytes(value: str) -> int:
+    """``--memory-budget``: a size, or ``auto`` (a share of the GPU's or the machine's memory)."""
+    if value != "auto":
+        return parse_bytes(value)
+    gpu = _gpu_memory_bytes()
+    if gpu:
+        return int(gpu * MEMORY_SHARE_GPU)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(total * MEMORY_SHARE_CPU)
+
+
+def _gpu_memory_bytes() -> int | None:
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    try:
+        details = tf.config.experimental.get_memory_info("GPU:0")
+        return int(details.get("total") or 0) or None
+    except (ValueError, RuntimeError):
+        return 16 * 1024**3  # a conservative guess when TensorFlow does not say
+
+
+def time_budget_seconds(value: str) -> float:
+    """``--time-budget``: a duration such as ``15m``."""
+    return parse_duration(value)
+
+
+def step_timer(config: TrainConfig, bundle, log=print):
+    """A callable ``(depth, base_filters, tile, batch) -> seconds`` that times real
+    training steps of that model on random data (each size once, then cached)."""
+    from .training import build_model, compile_model
+    cache: dict = {}
+
+    def measure(depth, base_filters, tile, batch):
+        key = (int(depth), int(base_filters), int(tile), int(batch))
+        if key in cache:
+            return cache[key]
+        import keras
+        trial = config.replace(depth=key[0], base_filters=key[1], tile_size=key[2], plan=False)
+        model = build_model(trial, bundle.num_classes, bundle.in_channels)
+        compile_model(model, trial, bundle.ignore_index)
+        out = model.output_size(key[2])
+        rng = np.random.default_rng(0)
+        x = rng.random((key[3], key[2], key[2], bundle.in_channels), dtype=np.float32)
+        y = rng.integers(0, max(2, bundle.num_classes), (key[3], out, out)).astype("int32")
+        w = np.ones((key[3], out, out), np.float32)
+        for _ in range(WARMUP_STEPS):
+            model.train_on_batch(x, y, sample_weight=w)
+        start = time.perf_counter()
+        for _ in range(TIMED_STEPS):
+            model.train_on_batch(x, y, sample_weight=w)
+        cache[key] = (time.perf_counter() - start) / TIMED_STEPS
+        log(f"  measured {cache[key]:.3f} s/step: depth {key[0]}, {key[1]} filters, "
+            f"tile {key[2]}, batch {key[3]}")
+        del model
+        keras.backend.clear_session(free_memory=True)
+        return cache[key]
+
+    return measure
+
+
+#: Plan entries that are TrainConfig options of the same name.
+_OPTIONS = {f.name for f in fields(TrainConfig)}
+#: The options the plan chooses (and so the ones a user's value overrides).
+PLANNED = {"hflip", "vflip", "flip", "rot90", "normalisation", "depth", "base_filters", "tile_size",
+           "batch_size", "loss", "weight_map", "rare_class_share", "epochs", "steps_per_epoch",
+           "learning_rate", "lr_schedule", "warmup_steps"}
+
+
+def plan_run(config: TrainConfig, bundle, explicit: set[str], *, elapsed_s: float = 0.0,
+             log=print, measure: bool = True) -> tuple[TrainConfig, Plan]:
+    """Plans the run and returns the configuration that follows the plan.
+
+    Args:
+        config: The configuration as given (defaults where the user gave nothing).
+        bundle: The loaded data (training images fingerprinted).
+        explicit: Names of the options the user gave; they win over the plan.
+        elapsed_s: Seconds of the time budget already spent (loading the data).
+        log: Where progress lines go.
+        measure: Time real steps (False: estimate from FLOPs, for ``unet-tf plan --quick``).
+
+    Returns:
+        ``(config, plan)``; the bundle is renormalised when the plan says so.
+
+    Raises:
+        ValueError: a dataset too small to plan, images smaller than any tile,
+            a time budget too short, a memory budget below one tile (each
+            naming the value and what to do).
+    """
+    if len(bundle.train) < 2:
+        raise ValueError(f"--data {config.data}: {len(bundle.train)} training image is too few to "
+                         "plan from; add labelled images, or pass --no-plan to train on it with "
+                         "the fixed defaults")
+    fp = fingerprint_bundle(bundle, seed=config.seed)
+    overrides = {name: getattr(config, name) for name in explicit & PLANNED}
+    if overrides.get("normalisation") == "auto":
+        del overrides["normalisation"]
+    if "steps_per_epoch" in overrides and overrides["steps_per_epoch"] is None:
+        del overrides["steps_per_epoch"]
+    budget = time_budget_seconds(config.time_budget) - elapsed_s
+    if budget <= 0:
+        raise ValueError(f"--time-budget {config.time_budget}: already spent loading the data "
+                         f"({elapsed_s:.0f} s); give a longer budget")
+    log("Planning: timing a few training steps of the candidate models")
+    plan = make_plan(fp, time_budget_s=budget,
+                     memory_budget_bytes=memory_budget_bytes(config.memory_budget),
+                     seconds_per_step=step_timer(config, bundle, log) if measure else None,
+                     padding=config.padding, overrides=overrides, arch=config.arch,
+                     batch_norm=config.batch_norm)
+    planned = {name: entry.value for name, entry in plan.entries.items()
+               if name in _OPTIONS and not entry.overridden}
+    config = config.replace(**_as_options(planned))
+    norm = normalisation_spec(plan)
+    if norm != bundle.normalisation:
+        bundle.renormalise(norm)
+    overridden = sorted(name for name, entry in plan.entries.items() if entry.overridden)
+    if overridden:
+        log("Options you set override the plan: " + ", ".join(
+            f"--{name.replace('_', '-')}" for name in overridden))
+    return config, plan
+
+
+def chosen_normalisation(config: TrainConfig, bundle) -> dict | None:
+    """The normalisation of ``--normalisation SCHEME`` without a plan (None for auto),
+    its parameters fitted on the training images."""
+    if config.normalisation == "auto":
+        return None
+    fp = fingerprint_bundle(bundle, seed=config.seed)
+    bits = 0 if fp.bit_depth is None else max(8, min(16, fp.effective_bits or 8))
+    return {"scheme": config.normalisation, **normalisation_params(fp, config.normalisation),
+            "dtype": fp.dtype, "bits": bits}
+
+
+def plan_dataset(config: TrainConfig, *, measure: bool = True, log=print) -> Plan:
+    """The plan for ``config.data`` alone (what ``unet-tf plan DATA`` prints)."""
+    from .data import pipeline
+    started = time.monotonic()
+    bundle = pipeline.load_data(config.data, val_fraction=config.val_fraction, seed=config.seed,
+                                num_classes=config.num_classes, ignore_index=config.ignore_index,
+                                weight_map=pipeline.WeightMapConfig(enabled=False))
+    return plan_run(config, bundle, set(), elapsed_s=time.monotonic() - started, log=log,
+                    measure=measure)[1]
+
+
+def _as_options(planned: dict) -> dict:
+    """Plan values as TrainConfig values (lists of class weights stay out of the options)."""
+    return {name: value for name, value in planned.items()
+            if not isinstance(value, (list, dict))}
+
+
+def validation_tile_cap(config: TrainConfig, plan: Plan | None) -> int | None:
+    """How many validation tiles one validation may take so that validation
+    stays within ``VALIDATION_SHARE`` of the time budget (None: no cap)."""
+    if plan is None or not plan.details.get("seconds_per_step"):
+        return None
+    seconds_per_tile = plan.details["seconds_per_step"] / max(config.batch_size, 1) / 3
+    per_validation = VALIDATION_SHARE * time_budget_seconds(config.time_budget) / max(config.epochs, 1)
+    return max(config.batch_size, int(per_validation / max(seconds_per_tile, 1e-6)))
