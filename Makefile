@@ -22,7 +22,7 @@ venv: $(STAMP)
 # The demo owns $(DEMO): a new `make demo` starts it afresh.
 demo: venv
 	rm -rf $(DEMO)
-	$(BIN)/python train.py --out $(DEMO)
+	$(BIN)/python train.py --out $(DEMO) --time-budget 4m
 	$(BIN)/python export.py $(DEMO) --out $(DEMO)/exports
 	$(BIN)/unet-tf predict $(DEMO) $(DEMO)/data/val/images --out $(DEMO)/predictions
 
@@ -39,6 +39,7 @@ bench: venv
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/weight_map_effect.py
+	$(BIN)/python benchmarks/plan_quality.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

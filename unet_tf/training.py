@@ -393,7 +393,9 @@ def _train_in(config: TrainConfig, strategy, chief: bool, out: Path, explicit: s
     if chief:
         _write_json(out / "config.json", config.replace(out=str(out), data=str(data_root)).to_dict())
         _run_record(out, config, bundle, data_root).write()
-    deadline = started + time_budget_seconds(config.time_budget) if config.plan else None
+    # The budget binds planned runs, and fixed ones that were given a budget.
+    bounded = config.plan or "time_budget" in explicit
+    deadline = started + time_budget_seconds(config.time_budget) if bounded else None
 
     steps = config.steps_per_epoch or bundle.steps_per_epoch(config.tile_size, config.batch_size,
                                                              config.depth, config.padding)
@@ -414,6 +416,7 @@ def _train_in(config: TrainConfig, strategy, chief: bool, out: Path, explicit: s
     callbacks, nan_guard, checkpoint = _callbacks(config, out, chief, state)
     if deadline is not None:
         callbacks.append(TimeBudget(deadline, log=_log if chief else (lambda *_: None)))
+    fit_started = time.monotonic()
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps,
               initial_epoch=state.epoch if state else 0, callbacks=callbacks,
               verbose=_verbosity(config.verbose), shuffle=False)
@@ -421,7 +424,11 @@ def _train_in(config: TrainConfig, strategy, chief: bool, out: Path, explicit: s
         raise TrainingDiverged(_diverged_message(config, nan_guard, checkpoint, out))
     if not chief:
         return TrainResult(out, {}, {}, Path(), Path())
-    return _finish(out, bundle, config)
+    timing = {"train_seconds": round(time.monotonic() - fit_started, 1),
+              "total_seconds_before_report": round(time.monotonic() - started, 1)}
+    if plan is not None:
+        timing["planned_train_seconds"] = plan.details.get("train_seconds")
+    return _finish(out, bundle, config, timing)
 
 
 def _diverged_message(config: TrainConfig, nan_guard, checkpoint, out: Path) -> str:
@@ -490,7 +497,7 @@ def _distributed_train_dataset(strategy, bundle, config: TrainConfig, plan=None)
     return strategy.distribute_datasets_from_function(make)
 
 
-def _finish(out: Path, bundle, config: TrainConfig) -> TrainResult:
+def _finish(out: Path, bundle, config: TrainConfig, timing: dict | None = None) -> TrainResult:
     best_path = out / "best.keras"
     best = keras.models.load_model(best_path, compile=False)
     items = bundle.val or bundle.train
@@ -504,6 +511,8 @@ def _finish(out: Path, bundle, config: TrainConfig) -> TrainResult:
     best_info = out / "best.json"
     if best_info.exists():
         report["best_epoch"] = json.loads(best_info.read_text()).get("epoch")
+    if timing:
+        report["timing"] = timing
     _write_json(out / "report.json", report)
     history = _history_from_csv(out / "history.csv")
     _write_figures(out, best, bundle, history, _eval_tile(config))

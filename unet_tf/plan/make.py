@@ -200,6 +200,7 @@ def _plan_schedule(b: _PlanBuilder, time_budget_s: float) -> None:
                                               epochs_o or max(1, schedule["steps"] // int(spe_o)))
             schedule.update(epochs=epochs, steps_per_epoch=per_epoch)
     steps = b.set("steps", schedule["steps"], schedule["reason"])
+    b.details["train_seconds"] = round(float(steps) * sps, 1)  # what the steps should take
     b.set("epochs", schedule["epochs"], f"{schedule['epochs']} validations/checkpoints in the run")
     b.set("steps_per_epoch", schedule["steps_per_epoch"], "steps between validations")
     lr_data = warmup_cosine_schedule(int(steps), lr)
