@@ -14,6 +14,7 @@ and ``best.keras`` always hold the last finite model.
 from __future__ import annotations
 
 import csv
+import filecmp
 import io
 import json
 import math
@@ -50,6 +51,8 @@ def atomic_save(model: keras.Model, path: Path) -> None:
 
 
 def _atomic_copy(source: Path, target: Path) -> None:
+    if target.is_file() and filecmp.cmp(source, target, shallow=False):
+        return  # already up to date: a resumed run touches nothing it need not
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=target.suffix, dir=target.parent)
     os.close(fd)
     try:
@@ -126,7 +129,9 @@ def publish(out: Path, state: RunState) -> None:
             _atomic_copy(best_file, out / "best.keras")
             atomic_write_json(best_json, {"epoch": state.best["epoch"],
                                           state.best["monitor"]: state.best["value"]})
-    atomic_write(out / "history.csv", _history_csv(state.history))
+    history = _history_csv(state.history)
+    if not (out / "history.csv").is_file() or (out / "history.csv").read_bytes() != history:
+        atomic_write(out / "history.csv", history)
     keep = {state.checkpoint, (state.best or {}).get("checkpoint")}
     for path in folder.glob("*.keras"):
         if path.name not in keep:

@@ -18,7 +18,7 @@ own results on a set of test pairs, and the tests compare against them.
 * :class:`ObjectMetrics` -- a dataset: counts summed over images, then the
   ratios (``stardist.matching.matching_dataset(..., by_image=False)``).
 * :func:`object_diagnosis` -- matched / split / merged / missed / false
-  positives at one threshold (the keys of ``evaluate.object_counts``).
+  positives at one threshold (what ``unet-tf evaluate`` lists).
 * :func:`to_instances` -- an instance map from a binary or multi-class
   probability map (threshold or argmax, connected components, seeded
   watershed on the distance transform to split touching objects).
@@ -378,8 +378,8 @@ def object_diagnosis(truth, pred, iou_threshold: float = 0.5) -> dict:
     true objects lost to merges are counted), ``split`` (two or more
     predicted objects lie mostly inside it and together cover most of it),
     or ``missed``. ``false_positives`` counts predicted objects lying mostly
-    on background. A drop-in for ``evaluate.object_counts`` (same keys), with
-    objects counted as the ids present rather than the largest id.
+    on background. Objects are counted as the ids present, not the largest id
+    (``unet-tf evaluate`` once counted the largest id).
 
     Args:
         truth: ``(H, W)`` integer instance map, 0 = background.
@@ -524,7 +524,8 @@ def _seeds(dist: np.ndarray, components: np.ndarray, seed_distance: float) -> np
         disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         owner = cv2.dilate(np.where(peaks, components, 0).astype(np.float32), disc)
         peaks = (owner == components) & (components > 0)
-    blobs, n_blobs = ndimage.label(peaks, structure=np.ones((3, 3)))
+    blobs = instances_from_mask(peaks, 8)
+    n_blobs = int(blobs.max())
     keyed = np.where(peaks, components.astype(np.int64) * (n_blobs + 1) + blobs, 0)
     return _index(keyed)[1].astype(np.int32)
 
