@@ -173,18 +173,22 @@ def _one_val_instance_map(data):
     return sorted((data / "val" / "instances").iterdir())[0]
 
 
-def test_instance_map_of_another_image_is_refused(cells, model_path, tmp_path):
-    data = _copy(cells, tmp_path / "swapped")
+@pytest.mark.parametrize("change, words", [("another image's", "does not match its mask"),
+                                           ("cropped", "instance map size 60x64 differs")])
+def test_instance_map_that_does_not_fit_its_mask_is_refused(cells, model_path, tmp_path, change,
+                                                            words):
+    data = _copy(cells, tmp_path / "changed")
     target = _one_val_instance_map(data)
-    other = sorted((data / "train" / "instances").iterdir())[0]
-    shutil.copy(other, target)
+    if change == "cropped":
+        cv2.imwrite(str(target), cv2.imread(str(target), cv2.IMREAD_UNCHANGED)[:60])
+    else:
+        shutil.copy(sorted((data / "train" / "instances").iterdir())[0], target)
     result = CliRunner().invoke(main, ["check-data", str(data)])
-    assert result.exit_code == 1 and target.name in result.output
-    assert "does not match its mask" in result.output
+    assert result.exit_code == 1 and target.name in result.output and words in result.output
     result = CliRunner().invoke(main, ["evaluate", str(model_path), str(data), "--out",
                                        str(tmp_path / "e.json")])
     assert result.exit_code == 1, result.output
-    assert str(target) in result.output and "does not match its mask" in result.output
+    assert str(target) in result.output and words in result.output
 
 
 @pytest.mark.parametrize("values, words", [((-3.0, 2.0), "negative ids"),

@@ -142,4 +142,4 @@ def test_losses_serialize(loss_cls):
 def test_get_by_name():
     assert isinstance(losses.get("dice-ce"), losses.DiceCrossEntropy)
     with pytest.raises(ValueError, match="wce, dice, dice_ce"):
-        losses.get("focal")
+        losses.get("lovasz")

@@ -351,7 +351,7 @@ def test_steps_do_not_depend_on_the_number_of_images():
 # ----------------------------------------------------------------------------- loss and sampling
 def test_touching_instances_choose_the_weight_map():
     loss = P.choose_loss(_fp(blob_set(8, 0, touching=True)))
-    assert loss["loss"] == "wce" and loss["weight_map"]
+    assert loss["loss"] == "wce" and loss["weight_map"] and loss["class_weights"] == "balanced"
 
 
 def test_rare_classes_choose_dice_ce_and_oversampling():
@@ -359,7 +359,8 @@ def test_rare_classes_choose_dice_ce_and_oversampling():
     loss, sampling = P.choose_loss(fp), P.choose_sampling(fp)
     assert loss["loss"] == "dice_ce"
     assert sampling["rare_classes"] == [3] and sampling["rare_class_share"] == pytest.approx(0.33)
-    w = loss["class_weights"]
+    assert loss["class_weights"] is None  # the dice term balances; weights over-predicted
+    w = P.class_weights_from_frequency(fp.class_frequency)
     assert w[3] == max(w) and all(0.1 <= v <= 10 for v in w)
     assert P.choose_sampling(_fp(lateral_set(4, 0), k=3))["rare_class_share"] in (0.0, 0.33)
 

@@ -20,7 +20,7 @@ from .plan import (Plan, fingerprint_arrays, make_plan, normalisation_params, no
 
 __all__ = ["fingerprint_bundle", "step_timer", "plan_run", "plan_dataset", "chosen_normalisation",
            "memory_budget_bytes",
-           "time_budget_seconds", "validation_tile_cap"]
+           "time_budget_seconds", "validation_tile_cap", "report_image_cap"]
 
 #: Share of the machine's memory (or the GPU's) that training may plan for.
 MEMORY_SHARE_CPU = 0.25
@@ -29,11 +29,21 @@ MEMORY_SHARE_GPU = 0.7
 WARMUP_STEPS, TIMED_STEPS = 2, 3
 #: Share of the budget that validation during training may take.
 VALIDATION_SHARE = 0.08
+#: Share of the budget kept for the final report on whole validation images.
+REPORT_SHARE = 0.10
+#: Training images the fingerprint reads at most (spread evenly): enough for
+#: stable statistics, and bounded time on large datasets.
+FINGERPRINT_IMAGES = 300
 
 
 def fingerprint_bundle(bundle, seed: int = 0):
-    """The fingerprint of a loaded dataset's training images."""
-    samples = ((item.pixels, item.label, item.instances) for item in bundle.train)
+    """The fingerprint of a loaded dataset's training images (at most
+    ``FINGERPRINT_IMAGES`` of them, spread evenly)."""
+    items = bundle.train
+    if len(items) > FINGERPRINT_IMAGES:
+        keep = np.linspace(0, len(items) - 1, FINGERPRINT_IMAGES).round().astype(int)
+        items = [items[i] for i in np.unique(keep)]
+    samples = ((item.pixels, item.label, item.instances) for item in items)
     return fingerprint_arrays(samples, num_classes=bundle.spec.num_labels,
                               ignore_index=bundle.ignore_index, class_names=bundle.spec.class_names,
                               binary=bundle.num_classes == 1, seed=seed)
@@ -139,7 +149,7 @@ def plan_run(config: TrainConfig, bundle, explicit: set[str], *, elapsed_s: floa
         del overrides["normalisation"]
     if "steps_per_epoch" in overrides and overrides["steps_per_epoch"] is None:
         del overrides["steps_per_epoch"]
-    budget = time_budget_seconds(config.time_budget) - elapsed_s
+    budget = time_budget_seconds(config.time_budget) * (1 - REPORT_SHARE) - elapsed_s
     if budget <= 0:
         raise ValueError(f"--time-budget {config.time_budget}: already spent loading the data "
                          f"({elapsed_s:.0f} s); give a longer budget")
@@ -176,10 +186,13 @@ def chosen_normalisation(config: TrainConfig, bundle) -> dict | None:
 def plan_dataset(config: TrainConfig, *, measure: bool = True, log=print) -> Plan:
     """The plan for ``config.data`` alone (what ``unet-tf plan DATA`` prints)."""
     from .data import pipeline
+    from .data.streaming import open_data
     started = time.monotonic()
-    bundle = pipeline.load_data(config.data, val_fraction=config.val_fraction, seed=config.seed,
-                                num_classes=config.num_classes, ignore_index=config.ignore_index,
-                                weight_map=pipeline.WeightMapConfig(enabled=False))
+    # A folder or shard folder, streamed when it does not fit (the fingerprint reads a subset).
+    bundle = open_data(config.data, val_fraction=config.val_fraction, seed=config.seed,
+                       num_classes=config.num_classes, ignore_index=config.ignore_index,
+                       weight_map=pipeline.WeightMapConfig(enabled=False),
+                       memory_budget=config.memory_budget, data_path=config.data_path, log=log)
     return plan_run(config, bundle, set(), elapsed_s=time.monotonic() - started, log=log,
                     measure=measure)[1]
 
@@ -188,6 +201,19 @@ def _as_options(planned: dict) -> dict:
     """Plan values as TrainConfig values (lists of class weights stay out of the options)."""
     return {name: value for name, value in planned.items()
             if not isinstance(value, (list, dict))}
+
+
+def report_image_cap(config: TrainConfig, plan: Plan | None, items) -> int | None:
+    """How many whole validation images the final report may predict within
+    ``REPORT_SHARE`` of the budget (None: all of them)."""
+    if plan is None or not plan.details.get("seconds_per_step") or not items:
+        return None
+    pixels_per_step = config.tile_size**2 * max(config.batch_size, 1)
+    seconds_per_pixel = plan.details["seconds_per_step"] / pixels_per_step / 3
+    mean_pixels = float(np.mean([it.label.size for it in items]))
+    per_image = mean_pixels * seconds_per_pixel * 1.5  # tile overlap and borders
+    allowed = REPORT_SHARE * time_budget_seconds(config.time_budget) / max(per_image, 1e-6)
+    return max(1, int(allowed)) if allowed < len(items) else None
 
 
 def validation_tile_cap(config: TrainConfig, plan: Plan | None) -> int | None:

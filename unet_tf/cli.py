@@ -1,4 +1,4 @@
-"""The ``unet-tf`` command line: train, predict, evaluate, export, check-data.
+"""The ``unet-tf`` command line: train, predict, evaluate, export, check-data, pack.
 
 Every command is a thin layer over a library function; errors in the user's
 input (options, files, data) print one clear message and exit with status 1
@@ -211,11 +211,56 @@ def plan_command(data, out, time_budget, memory_budget, num_classes, ignore_inde
               help="Classes in the masks (default: inferred).")
 @click.option("--ignore-index", type=int, default=255, show_default=True, help="Label value of void pixels.")
 def check_data_command(data, num_classes, ignore_index):
-    """Validate a dataset folder: print a summary, or every problem found (exit 1)."""
+    """Validate a dataset folder: print a summary, or every problem found (exit 1).
+
+    A shard folder (unet-tf pack) gets its summary, and every shard is read back."""
+    if "://" in data or (Path(data) / "dataset.json").is_file():
+        _start_tensorflow()
+        from .data.shards import format_summary, is_shard_folder
+        if is_shard_folder(data):
+            try:
+                text, ok = format_summary(data)
+            except UnetTfError as err:
+                _fail(str(err))
+            click.echo(text)
+            sys.exit(0 if ok else 1)
     from .data.check import check_dataset, format_report
     report = check_dataset(data, num_classes=num_classes, ignore_index=ignore_index)
     click.echo(format_report(report))
     sys.exit(0 if report.ok else 1)
+
+
+@main.command("pack", context_settings={"show_default": True})
+@click.argument("data", type=click.Path())
+@click.option("--out", required=True,
+              help="Shard folder to write: a new folder, or an interrupted pack to finish "
+                   "(gs:// and the other TensorFlow file systems work).")
+@click.option("--shard-size", default="150M", help="Size of each shard (e.g. 100M, 200M).")
+@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.2,
+              help="Share held out for validation when DATA has no val/ split (fixed in the shards).")
+@click.option("--seed", type=int, default=0, help="Seed of that split.")
+@click.option("--num-classes", type=click.IntRange(1, 1024), default=None,
+              help="Classes in the masks (default: inferred).")
+@click.option("--ignore-index", type=int, default=255, help="Label value of void pixels.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Shards written at once (default: the CPU count).")
+@_user_errors
+def pack_command(data, out, shard_size, val_fraction, seed, num_classes, ignore_index, workers):
+    """Check DATA and write it once as TFRecord shards, for datasets larger than memory
+    (train --data SHARDS reads them with parallel interleaved reads)."""
+    from .plan import parse_bytes
+    size = parse_bytes(shard_size, option="--shard-size")
+    _start_tensorflow()
+    from .data.shards import pack
+    result = pack(data, out, shard_size=size, val_fraction=val_fraction, seed=seed,
+                  num_classes=num_classes, ignore_index=ignore_index, workers=workers,
+                  progress=True, log=lambda message: click.echo(message, err=True))
+    if result.already:
+        return
+    records = {split: info["images"] for split, info in result.meta["splits"].items()}
+    kept = f", kept {result.skipped} from the interrupted pack" if result.skipped else ""
+    click.echo(f"Packed {', '.join(f'{n} {split}' for split, n in records.items())} images into "
+               f"{len(result.meta['shards'])} shards ({result.written} written now{kept}): {out}")
 
 
 # --------------------------------------------------------------------------- export

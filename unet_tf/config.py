@@ -34,8 +34,13 @@ class TrainConfig:
                             "the plan and its reasons); --no-plan uses the fixed defaults below.")
     time_budget: str = _opt("15m", "Training time the plan fits the run into (e.g. 90s, 15m, 1h30m); "
                                    "evaluation and figures come on top.")
-    memory_budget: str = _opt("auto", "Memory the plan sizes tiles and batches for (e.g. 8G); auto: "
+    memory_budget: str = _opt("auto", "Memory the plan sizes tiles and batches for (e.g. 8G), half of "
+                                      "which the decoded data may take (see --data-path); auto: "
                                       "a quarter of the RAM, or 70% of the GPU's memory.")
+    data_path: str = _opt("auto", "auto: keep the decoded data in memory when it fits in half of "
+                                  "--memory-budget, else stream it (each image read when its "
+                                  "tiles are cut); stream; memory.",
+                          choices=("auto", "stream", "memory"))
     # model
     depth: int = _opt(4, "Pooling steps of the U-Net (4 in the paper).")
     base_filters: int = _opt(16, "Channels of the first level, doubled at each level (64 in the paper).")

@@ -95,6 +95,8 @@ def _scale_for_replicas(value):
     Each replica's loss is summed over replicas when gradients are all-reduced;
     without this, N replicas would train with N times the gradient.
     """
+    if keras.backend.backend() != "tensorflow":  # other backends: Keras scales itself
+        return value
     import tensorflow as tf
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return value if replicas == 1 else value * (1.0 / replicas)

@@ -121,7 +121,8 @@ class TverskyLoss(_SegmentationLoss):
         TI_c = (TP_c + s) / (TP_c + alpha FP_c + beta FN_c + s)
         loss = mean_c (1 - TI_c) ** gamma
 
-    ``alpha = beta = 0.5`` is the dice loss, ``alpha = beta = 1`` the soft IoU.
+    ``alpha = beta = 0.5`` is the dice loss (with smoothing ``2 s``), ``alpha = beta = 1``
+    the soft IoU.
     ``beta > alpha`` weighs missed foreground more (Salehi et al.: alpha 0.3,
     beta 0.7, the default). ``gamma = 1`` is the Tversky loss; the focal
     Tversky loss writes the exponent as ``1 / gamma_paper`` with
@@ -306,7 +307,8 @@ class MSSSIMLoss(_SegmentationLoss):
         mask = _pixel_weights(valid, sample_weight, as_mask=True)[..., None]
         probs = _probabilities(y_pred, self.from_logits) * mask
         target = target * mask
-        scores = ms_ssim(probs, target, 1.0, self.factors_for(y_pred.shape[1], y_pred.shape[2]),
+        # The product has a static size if either the prediction or the labels have one.
+        scores = ms_ssim(probs, target, 1.0, self.factors_for(probs.shape[1], probs.shape[2]),
                          self.filter_size, self.filter_sigma, self.k1, self.k2)
         per_channel = 1.0 - ops.mean(scores, axis=0)
         return _class_mean(self, per_channel, include_background=True)

@@ -40,8 +40,9 @@ from .config import TrainConfig
 from .checkpoints import (CHECKPOINT_DIR, STATE_FILE, RunCheckpoint, RunState, StopOnNaN,
                           TimeBudget, publish, read_state)
 from .data import pipeline as data_lib
-from .autoplan import (chosen_normalisation, memory_budget_bytes, plan_run, time_budget_seconds,
-                       validation_tile_cap)
+from .data.streaming import data_errors, open_data
+from .autoplan import (chosen_normalisation, memory_budget_bytes, plan_run, report_image_cap,
+                       time_budget_seconds, validation_tile_cap)
 from .errors import TrainingDiverged
 from .files import atomic_write_json
 from .inference import predict_tiled, to_labels
@@ -218,6 +219,8 @@ def resume_config(config: TrainConfig, out: Path, log=print) -> TrainConfig:
 
 
 def _dataset_folder(config: TrainConfig, out: Path) -> Path:
+    if config.data and "://" in config.data:  # shards in a bucket (gs://, s3://): as given
+        return config.data
     if config.data:  # absolute in config.json, so evaluate finds it from anywhere
         return Path(config.data).resolve()
     from .data.synthetic import write_dataset
@@ -368,10 +371,13 @@ def _train_in(config: TrainConfig, strategy, chief: bool, out: Path, explicit: s
         return _finished_result(run_folder)
     data_root = _dataset_folder(config, out)
     planning = config.plan and not (config.resume and (run_folder / "plan.json").is_file())
-    bundle = data_lib.load_data(
+    # In memory, or streamed when the decoded data exceeds its share of --memory-budget.
+    bundle = open_data(
         data_root, val_fraction=config.val_fraction, seed=config.seed,
         num_classes=config.num_classes, ignore_index=config.ignore_index,
-        weight_map=data_lib.WeightMapConfig(enabled=False) if planning else _weight_map_config(config))
+        weight_map=data_lib.WeightMapConfig(enabled=False) if planning else _weight_map_config(config),
+        memory_budget=config.memory_budget, data_path=config.data_path,
+        log=_log if chief else (lambda *_: None))
     if not bundle.val:
         _log(f"Warning: only {len(bundle.train)} labelled image(s) and no validation split: the "
              "validation scores are measured on the training images")
@@ -417,9 +423,10 @@ def _train_in(config: TrainConfig, strategy, chief: bool, out: Path, explicit: s
     if deadline is not None:
         callbacks.append(TimeBudget(deadline, log=_log if chief else (lambda *_: None)))
     fit_started = time.monotonic()
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps,
-              initial_epoch=state.epoch if state else 0, callbacks=callbacks,
-              verbose=_verbosity(config.verbose), shuffle=False)
+    with data_errors(bundle):  # a corrupt file or shard met while streaming, by name
+        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps,
+                  initial_epoch=state.epoch if state else 0, callbacks=callbacks,
+                  verbose=_verbosity(config.verbose), shuffle=False)
     if nan_guard.where is not None or checkpoint.diverged_at is not None:
         raise TrainingDiverged(_diverged_message(config, nan_guard, checkpoint, out))
     if not chief:
@@ -428,7 +435,8 @@ def _train_in(config: TrainConfig, strategy, chief: bool, out: Path, explicit: s
               "total_seconds_before_report": round(time.monotonic() - started, 1)}
     if plan is not None:
         timing["planned_train_seconds"] = plan.details.get("train_seconds")
-    return _finish(out, bundle, config, timing)
+    cap = report_image_cap(config, plan, bundle.val or bundle.train)
+    return _finish(out, bundle, config, timing, cap)
 
 
 def _diverged_message(config: TrainConfig, nan_guard, checkpoint, out: Path) -> str:
@@ -464,10 +472,9 @@ def _weight_map_config(config: TrainConfig, plan=None) -> data_lib.WeightMapConf
     # The dice loss uses weights only as a mask: no need to compute the maps.
     enabled = config.weight_map and config.loss != "dice"
     class_weights = "balanced"
-    if not enabled and plan is not None and config.loss == "dice_ce":
-        # Without the weight map the plan's class weights weigh the cross-entropy
-        # term (the dice term uses weights only as a mask).
-        class_weights = list(plan.entries["class_weights"].value)
+    planned = plan.entries.get("class_weights") if plan is not None else None
+    if planned is not None and isinstance(planned.value, list):
+        class_weights = list(planned.value)  # per class: w_c, or the cross-entropy's weights
     return data_lib.WeightMapConfig(enabled=enabled, w0=config.w0, sigma=config.sigma,
                                     class_weights=class_weights,
                                     recompute=config.recompute_weights)
@@ -497,10 +504,15 @@ def _distributed_train_dataset(strategy, bundle, config: TrainConfig, plan=None)
     return strategy.distribute_datasets_from_function(make)
 
 
-def _finish(out: Path, bundle, config: TrainConfig, timing: dict | None = None) -> TrainResult:
+def _finish(out: Path, bundle, config: TrainConfig, timing: dict | None = None,
+            max_images: int | None = None) -> TrainResult:
     best_path = out / "best.keras"
     best = keras.models.load_model(best_path, compile=False)
     items = bundle.val or bundle.train
+    all_images = len(items)
+    if max_images is not None and max_images < len(items):  # the budget's share for the report
+        keep = np.unique(np.linspace(0, len(items) - 1, max_images).round().astype(int))
+        items = [items[i] for i in keep]
     report = evaluate_items(best, items, bundle.num_classes, bundle.ignore_index,
                             tile_size=_eval_tile(config))
     report["class_names"] = bundle.spec.class_names
@@ -513,6 +525,10 @@ def _finish(out: Path, bundle, config: TrainConfig, timing: dict | None = None) 
         report["best_epoch"] = json.loads(best_info.read_text()).get("epoch")
     if timing:
         report["timing"] = timing
+    if len(items) < all_images:
+        report["note_images"] = (f"scored on {len(items)} of the {all_images} validation images "
+                                 "(spread evenly) to keep within the time budget; "
+                                 "unet-tf evaluate scores them all")
     _write_json(out / "report.json", report)
     history = _history_from_csv(out / "history.csv")
     _write_figures(out, best, bundle, history, _eval_tile(config))

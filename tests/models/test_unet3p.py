@@ -138,6 +138,7 @@ def test_training_loss_weighs_the_heads_and_adds_the_cgm_cross_entropy():
     assert total == pytest.approx(seg + bce, rel=1e-5)
 
 
+@pytest.mark.slow  # model.fit of U-Net 3+ with the CGM runs in the contract (FITTED)
 def test_overfits_one_image():
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -147,7 +148,7 @@ def test_overfits_one_image():
     x[0, 6:20, 10:26, 0] += 0.6
     model = _model(depth=2, base_filters=8, cgm=True)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=losses.HybridLoss())
-    model.fit(np.repeat(x, 4, 0), np.repeat(y, 4, 0), batch_size=4, epochs=40, verbose=0)
+    model.fit(x, y, batch_size=1, epochs=30, verbose=0)
     mask = _np(model(x))[0, ..., 0] > 0.5
     dice = 2 * (mask & (y[0] == 1)).sum() / (mask.sum() + (y[0] == 1).sum())
     assert dice > 0.9

@@ -15,6 +15,9 @@ The modules, lowest first (each imports only those before it)::
     weights          the U-Net weight map
     synthetic        the built-in synthetic cell images (write_dataset)
     pipeline         load_data, train_dataset, val_dataset (TensorFlow)
+    scan             image sizes from file headers, the quick check of a streamed folder
+    shards           TFRecord shards: pack, dataset.json, records (TensorFlow)
+    streaming        open_data: in memory or streamed, from a folder or shards (TensorFlow)
 
 Everything but ``pipeline`` is numpy + OpenCV: importing this package does not
 import TensorFlow; the ``pipeline`` names below are loaded on first use::
@@ -39,7 +42,10 @@ _PIPELINE = ("DataBundle", "Item", "WeightMapConfig", "input_scale_for", "load_a
              "load_data", "reopen_gaps", "steps_per_epoch", "tile_geometry", "train_dataset",
              "val_dataset", "val_tiles")
 _SUBMODULES = ("augment", "check", "folders", "images", "label_inference", "labels", "layouts",
-               "pipeline", "samples", "special_layouts", "split", "synthetic", "weights")
+               "pipeline", "samples", "scan", "shards", "special_layouts", "split", "streaming",
+               "synthetic", "weights")
+# Larger-than-memory data (unet_tf.data.streaming), imported on first access.
+_STREAMING = ("open_data", "StreamBundle", "StreamedItems")
 
 __all__ = [
     "DataBundle", "DatasetError", "DatasetReport", "IMAGE_EXTENSIONS", "Item", "LabelSpec",
@@ -48,16 +54,19 @@ __all__ = [
     "load_dataset", "load_mask", "load_sample", "read_image", "read_instances",
     "read_mask_raw", "reopen_gaps", "split_samples", "steps_per_epoch", "tile_geometry",
     "train_and_val", "train_dataset", "val_dataset", "val_tiles",
+    "open_data", "StreamBundle", "StreamedItems",
 ]
 
 
 def __getattr__(name: str):
     if name in _PIPELINE:
         return getattr(importlib.import_module(f"{__name__}.pipeline"), name)
+    if name in _STREAMING:
+        return getattr(importlib.import_module(f"{__name__}.streaming"), name)
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_PIPELINE) | set(_SUBMODULES))
+    return sorted(set(globals()) | set(_PIPELINE) | set(_STREAMING) | set(_SUBMODULES))

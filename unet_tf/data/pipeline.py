@@ -150,8 +150,13 @@ def input_scale_for(images: Sequence[np.ndarray]) -> float:
     (8 to 16) that holds the largest value, so 12-bit microscopy is not dimmed
     16-fold. Float data: 1/max, or 1 when the values already lie in [0, 1].
     """
-    dtypes = {im.dtype for im in images}
     peak = max(float(im.max()) for im in images) if images else 1.0
+    return _scale_for({im.dtype for im in images}, peak)
+
+
+def _scale_for(dtypes, peak: float) -> float:
+    """:func:`input_scale_for` from the images' dtypes and their largest value."""
+    dtypes = {np.dtype(d) for d in dtypes}
     if dtypes <= {np.dtype(np.uint8)}:
         return 1.0 / 255.0
     if all(np.issubdtype(d, np.integer) for d in dtypes):
@@ -288,9 +293,17 @@ def load_arrays(images, labels, instances=None, *, val_fraction=0.2, seed=0, ign
 
 def _scale_norm(images: Sequence[np.ndarray], input_scale: float | None) -> dict:
     """The bit-depth scaling (the default normalisation) of a set of images."""
-    scale = input_scale if input_scale is not None else input_scale_for(images)
-    dtype = np.result_type(*[im.dtype for im in images]) if images else np.dtype(np.uint8)
     peak = max((float(im.max()) for im in images if im.size), default=255.0)
+    return scale_norm_from([im.dtype for im in images], peak, input_scale)
+
+
+def scale_norm_from(dtypes, peak: float, input_scale: float | None = None) -> dict:
+    """The bit-depth scaling of images of these dtypes whose largest value is
+    ``peak`` (what a shard folder or a streamed dataset knows without holding
+    its images)."""
+    dtypes = [np.dtype(d) for d in dtypes]
+    scale = input_scale if input_scale is not None else _scale_for(dtypes, peak)
+    dtype = np.result_type(*dtypes) if dtypes else np.dtype(np.uint8)
     bits = bit_depth(dtype, peak)
     if bits and abs(scale - 1.0 / (2**bits - 1)) > 1e-12:  # an explicit input_scale
         bits = bit_depth(dtype, 1.0 / scale)
@@ -317,6 +330,8 @@ def tile_geometry(tile_size: int, depth: int, padding: str) -> tuple[int, int]:
 def steps_per_epoch(items: Sequence[Item], tile_size: int, batch_size: int, depth: int = 4,
                     padding: str = "same") -> int:
     """Batches that cover every training image about once."""
+    if hasattr(items, "steps_per_epoch"):  # streamed: sizes from the headers or the shards
+        return items.steps_per_epoch(tile_size, batch_size, depth, padding)
     _, out = tile_geometry(tile_size, depth, padding)
     tiles = sum(math.ceil(it.label.shape[0] / out) * math.ceil(it.label.shape[1] / out) for it in items)
     return max(1, math.ceil(tiles / batch_size))
@@ -373,7 +388,11 @@ def reopen_gaps(label: np.ndarray, instances: np.ndarray, ignore_index: int = 25
 
 
 class _TileSampler:
-    """Draws the k-th random training tile; all randomness comes from (seed, k)."""
+    """Draws the k-th random training tile; all randomness comes from (seed, k).
+
+    ``seed`` is an int or a sequence of ints (the words of NumPy's seed
+    sequence, before ``k``).
+    """
 
     def __init__(self, items, tile_in, tile_out, augment, weight_cfg, spec, seed,
                  rare_classes=(), rare_share=0.0):
@@ -382,7 +401,7 @@ class _TileSampler:
         self.augment = augment
         self.weight_cfg = weight_cfg
         self.spec = spec
-        self.seed = int(seed)
+        self.seed = tuple(int(s) for s in np.atleast_1d(seed))
         areas = np.array([it.label.size for it in items], np.float64)
         self.probs = areas / areas.sum()  # larger images give proportionally more tiles
         geometric = augment is not None and (augment.elastic or augment.rotate_degrees > 0
@@ -390,7 +409,7 @@ class _TileSampler:
         # Extra context so rotations, zoom and the elastic field sample real
         # (or mirrored) pixels rather than the window's border.
         self.context = int(math.ceil(0.2 * tile_in)) if geometric else 0
-        self.rare_points = _rare_points(items, rare_classes, seed) if rare_share > 0 else []
+        self.rare_points = _rare_points(items, rare_classes, self.seed[0]) if rare_share > 0 else []
         counts = np.array([len(p) for p in self.rare_points], np.float64)
         self.rare_share = float(rare_share) if counts.sum() else 0.0
         self.rare_probs = counts / counts.sum() if counts.sum() else None
@@ -412,7 +431,7 @@ class _TileSampler:
         return item, top, left
 
     def __call__(self, k):
-        rng = np.random.default_rng([self.seed, int(k)])
+        rng = np.random.default_rng([*self.seed, int(k)])
         item, top, left = self._position(rng)
         image, label, weight, inst = _crop_tile(item, top, left, self.tile_in, self.tile_out,
                                                 self.context, self.spec.ignore_index, True)
@@ -481,7 +500,17 @@ def train_dataset(items: Sequence[Item], *, tile_size: int, batch_size: int, dep
     Use ``augment=AugmentConfig()`` for the paper's augmentations (elastic
     deformation on a 3x3 grid, flips, rotations, gray values) or None for none.
     ``rare_share`` of the tiles are centred on a pixel of one of ``rare_classes``.
+
+    ``items`` may be a streamed split (``bundle.train`` of a bundle that
+    :func:`unet_tf.data.streaming.open_data` streams): each image is then read
+    when its tiles are cut (see ``unet_tf.data.streaming``).
     """
+    if hasattr(items, "tf_train_dataset"):
+        return items.tf_train_dataset(
+            tile_size=tile_size, batch_size=batch_size, depth=depth, padding=padding,
+            augment=augment, spec=spec, weight_map=weight_map, seed=seed,
+            deterministic=deterministic, num_shards=num_shards, shard_index=shard_index,
+            rare_classes=rare_classes, rare_share=rare_share)
     if not items:
         raise ValueError("train_dataset needs at least one image")
     tile_in, tile_out = tile_geometry(tile_size, depth, padding)
@@ -529,7 +558,12 @@ def val_dataset(items: Sequence[Item], *, tile_size: int, batch_size: int, depth
     Tiles are cut as they are consumed, so memory does not grow with the
     validation set (only the images themselves are held). ``max_tiles`` keeps
     that many tiles spread evenly over the grid (a cap on validation time).
+    A streamed split reads each image when its tiles are cut, and keeps whole
+    images spread evenly under ``max_tiles``.
     """
+    if hasattr(items, "tf_val_dataset"):
+        return items.tf_val_dataset(tile_size=tile_size, batch_size=batch_size, depth=depth,
+                                    padding=padding, ignore_index=ignore_index, max_tiles=max_tiles)
     if not items:
         raise ValueError("val_dataset needs at least one image")
     tile_in, tile_out = tile_geometry(tile_size, depth, padding)

@@ -95,6 +95,7 @@ def _calibration_items(model_path: Path, info: dict):
                         ignore_index=record.ignore_index)
     # Calibration needs images only: skip the weight maps.
     return load_data(root, input_scale=info.get("input_scale"),
+                     normalisation=info.get("normalisation"),
                      weight_map=WeightMapConfig(enabled=False), **settings)
 
 

@@ -203,10 +203,11 @@ class FreezeEncoder(keras.callbacks.Callback):
     so each change of ``trainable`` retraces it (``make_train_function(force=True)``:
     what ``compile()`` would trigger, without resetting the optimizer and
     metrics in the middle of ``fit``). The optimizer must know the encoder's
-    variables before they train: Keras builds it with the variables trainable
-    when ``fit`` starts, so this callback freezes only from ``on_epoch_begin``;
-    for a model constructed with ``freeze_encoder=True`` and not trained yet,
-    it rebuilds the (still empty) optimizer with every variable.
+    variables before they train, but Keras builds it on the first step with the
+    variables trainable then: so ``on_train_begin`` builds it with every
+    variable (for a model constructed with ``freeze_encoder=True`` whose
+    optimizer was built already, before any step, a fresh one of the same
+    configuration), and ``on_epoch_begin`` sets the encoder's ``trainable``.
     A resumed run (``initial_epoch >= N``) trains everything from the start.
     """
 
@@ -223,18 +224,22 @@ class FreezeEncoder(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         encoder = self._encoder()
         optimizer = self.model.optimizer
-        if encoder.trainable or optimizer is None:
+        if optimizer is None:
             return
-        # Built while frozen: the optimizer would not know the encoder's variables.
-        if int(keras.ops.convert_to_numpy(optimizer.iterations)) > 0:
-            raise ValueError("FreezeEncoder: the model was trained with a frozen encoder and its "
-                             "optimizer has no state for the encoder's variables; build it with "
-                             "freeze_encoder=False")
-        encoder.trainable = True
-        with self.model.distribute_strategy.scope():
-            fresh = type(optimizer).from_config(optimizer.get_config())
-            fresh.build(self.model.trainable_variables)
-        self.model.optimizer = fresh
+        frozen = not encoder.trainable
+        if optimizer.built and frozen:
+            # Built while frozen: it has no state for the encoder's variables.
+            if int(keras.ops.convert_to_numpy(optimizer.iterations)) > 0:
+                raise ValueError("FreezeEncoder: the model was trained with a frozen encoder and "
+                                 "its optimizer has no state for the encoder's variables; build "
+                                 "it with freeze_encoder=False")
+            optimizer = type(optimizer).from_config(optimizer.get_config())
+            self.model.optimizer = optimizer
+        if not optimizer.built:  # build it with every variable, the encoder's included
+            encoder.trainable = True
+            with self.model.distribute_strategy.scope():
+                optimizer.build(self.model.trainable_variables)
+            encoder.trainable = not frozen
         self.model.make_train_function(force=True)
 
     def on_epoch_begin(self, epoch, logs=None):

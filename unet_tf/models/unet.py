@@ -120,16 +120,17 @@ class UNetBase(keras.Model):
         from keras import ops
         return {key: ops.reshape(value, (1,)) for key, value in logs.items()}
 
-    def train_step(self, data):
-        return self._as_vectors(super().train_step(data))
+    if keras.backend.backend() == "tensorflow":  # the fixes concern TensorFlow's trainer only
+        def train_step(self, data):
+            return self._as_vectors(super().train_step(data))
 
-    def test_step(self, data):
-        return self._as_vectors(super().test_step(data))
+        def test_step(self, data):
+            return self._as_vectors(super().test_step(data))
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Private Keras hook; see _keras_compat.build_from_local_batch for why.
-        if not _keras_compat.build_from_local_batch(self, iterator):
-            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+            # Private Keras hook; see _keras_compat.build_from_local_batch for why.
+            if not _keras_compat.build_from_local_batch(self, iterator):
+                super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
 
 @keras.saving.register_keras_serializable(package="unet_tf")

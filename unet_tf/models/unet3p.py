@@ -60,7 +60,11 @@ class BilinearResize(layers.Layer):
         if self.factor == 1:
             return x
         import tensorflow as tf  # the project's backend
-        size = tf.shape(x)[1:3] * self.factor
+        h, w = x.shape[1], x.shape[2]
+        if h is not None and w is not None:  # static sizes stay static (losses read them)
+            size = (h * self.factor, w * self.factor)
+        else:
+            size = tf.shape(x)[1:3] * self.factor
         return ops.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
 
     def compute_output_shape(self, input_shape):

@@ -55,26 +55,30 @@ def choose_loss(fp: Fingerprint) -> dict:
 
     * ``wce`` with the weight map (the paper) when at least
       ``TOUCHING_SHARE_WCE`` of the objects touch another one: its border
-      term separates them;
-    * ``dice_ce`` otherwise: the dice term copes with class imbalance (rare
-      classes), the cross-entropy keeps gradients smooth (nnU-Net's default).
-
-    Class weights: median-frequency balancing (:func:`class_weights_from_frequency`).
+      term separates them, and its class term ``w_c`` balances the class
+      frequencies of each image (class weights ``"balanced"``);
+    * ``dice_ce`` otherwise: the dice term weighs every class equally, which
+      copes with imbalance (rare classes); the cross-entropy keeps gradients
+      smooth (nnU-Net's default). No extra class weights: on top of the dice
+      term and rare-class sampling, median-frequency weights made a
+      lateralised 5-class look-alike over-predict its rare classes
+      (background dice 0.15, ``benchmarks/plan_quality.py``).
 
     Returns:
         ``{"loss", "weight_map", "class_weights", "reason", "class_weights_reason"}``.
     """
-    weights = class_weights_from_frequency(fp.class_frequency)
-    wreason = (f"median-frequency balancing clipped to {list(CLASS_WEIGHT_RANGE)} "
-               f"(frequencies {', '.join(f'{v:.3g}' for v in fp.class_frequency)})")
+    freqs = ", ".join(f"{v:.3g}" for v in fp.class_frequency)
     touching = fp.touching_share
     if touching >= TOUCHING_SHARE_WCE:
-        return dict(loss="wce", weight_map=True, class_weights=weights, class_weights_reason=wreason,
+        return dict(loss="wce", weight_map=True, class_weights="balanced",
+                    class_weights_reason=f"the weight map's w_c balances each image's classes "
+                                         f"(frequencies {freqs})",
                     reason=(f"{touching:.0%} of the objects ({fp.objects_source}) touch another one "
                             f"(>= {TOUCHING_SHARE_WCE:.0%}): the paper's weight map separates them"))
     rare = [k for k, f in enumerate(fp.class_frequency) if 0 < f < RARE_CLASS_FREQUENCY]
     why = (f"classes are imbalanced ({', '.join(fp.class_name(k) for k in rare)} under "
            f"{RARE_CLASS_FREQUENCY:.0%})" if rare else "classes are balanced")
-    return dict(loss="dice_ce", weight_map=False, class_weights=weights, class_weights_reason=wreason,
+    return dict(loss="dice_ce", weight_map=False, class_weights=None,
+                class_weights_reason=f"none: the dice term weighs every class equally (frequencies {freqs})",
                 reason=(f"{why} and few objects touch ({touching:.0%} < {TOUCHING_SHARE_WCE:.0%}): "
                         "dice + cross-entropy"))

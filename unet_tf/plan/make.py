@@ -11,14 +11,34 @@ from .cost import ASSUMED_FLOPS_PER_SECOND, choose_model_size, flop_cost_model
 from .fingerprint import Fingerprint
 from .formatting import json_safe
 from .invariances import MIN_IMAGES_PER_CLASS, detect_invariances
-from .memory import DEFAULT_MAX_TILE, choose_depth, choose_tile_and_batch, is_valid_tile, whole_image_tile
+from .memory import (
+    DEFAULT_MAX_TILE,
+    choose_depth,
+    choose_tile_and_batch,
+    is_valid_tile,
+    whole_image_tile,
+)
 from .normalisation import choose_normalisation, normalisation_params
 from .result import Plan, PlanEntry
-from .schedule import (DEFAULT_LEARNING_RATE, FEW_STEPS_WARNING, FINAL_LR_FRACTION, MAX_WARMUP_STEPS,
-                       WARMUP_SHARE, plan_schedule, split_epochs, warmup_cosine_schedule)
+from .schedule import (
+    DEFAULT_LEARNING_RATE,
+    FEW_STEPS_WARNING,
+    FINAL_LR_FRACTION,
+    MAX_WARMUP_STEPS,
+    WARMUP_SHARE,
+    default_overhead,
+    plan_schedule,
+    split_epochs,
+    warmup_cosine_schedule,
+)
 
 #: The width the caller's measured ``seconds_per_step`` refers to (other widths are scaled by FLOPs).
 DEFAULT_BASE_FILTERS = 16
+#: The tile grows towards the whole image only while the budget still gives the
+#: model this many steps (at the planned batch); a bigger tile costs per step.
+MIN_STEPS_FOR_TILE = 1000
+#: The tile the step time is first measured at (or the whole image, if smaller).
+REFERENCE_TILE = 128
 
 
 def _cost_function(fp: Fingerprint, seconds_per_step, depth: int, tile_batch_16,
@@ -139,16 +159,20 @@ def _plan_model(b: _PlanBuilder, time_budget_s, memory_budget_bytes, seconds_per
     depth = int(depth)
     tile_o = b.user("tile_size")
     batch_o = b.user("batch_size")
+    caps = {"tile": max_tile}
 
     def layout(filters):
-        r = choose_tile_and_batch(fp, depth, filters, memory_budget_bytes, padding, max_tile,
+        r = choose_tile_and_batch(fp, depth, filters, memory_budget_bytes, padding, caps["tile"],
                                   batch_norm=batch_norm, arch=arch, tile=tile_o, batch=batch_o)
         layout.results[filters] = r
         return r["tile_size"], r["batch_size"]
     layout.results = {}
 
+    caps["tile"] = min(max_tile, whole_image_tile(min(fp.median_side, REFERENCE_TILE), depth, padding))
     ref = layout(DEFAULT_BASE_FILTERS)
     estimate, how = _cost_function(fp, seconds_per_step, depth, ref, arch)
+    caps["tile"] = _tile_for_steps(fp, estimate, ref, depth, padding, max_tile, time_budget_s, b)
+    estimate = _scaled_from(estimate, depth, ref)
     if b.user("base_filters") is not None:
         filters = int(b.user("base_filters"))
         tile, batch = layout(filters)
@@ -158,7 +182,12 @@ def _plan_model(b: _PlanBuilder, time_budget_s, memory_budget_bytes, seconds_per
         filters, tile, batch = size["base_filters"], size["tile_size"], size["batch_size"]
     b.set("base_filters", filters, size["reason"] + f"; step times {how}")
     r = layout.results[filters]
-    b.set("tile_size", tile, r["tile_reason"])
+    capped = b.details.get("tile_for_steps", {})
+    reason = r["tile_reason"]
+    if not tile_o and capped and tile < min(capped["whole_image"], max_tile):
+        reason = (f"the whole image needs a {capped['whole_image']} px tile; {tile} px keeps "
+                  f">= {MIN_STEPS_FOR_TILE} steps in the budget (step time grows with the area)")
+    b.set("tile_size", tile, reason)
     b.set("batch_size", batch, r["batch_reason"])
     if tile_o and not is_valid_tile(int(tile_o), depth, padding):
         b.warnings.append(f"--tile-size {tile_o} is not a valid input size for depth {depth} with "
@@ -167,6 +196,35 @@ def _plan_model(b: _PlanBuilder, time_budget_s, memory_budget_bytes, seconds_per
     b.details["memory_bytes"] = r["memory_bytes"]
     b.details["seconds_per_step"] = size["seconds_per_step"]
     b.details["seconds_per_step_source"] = how
+
+
+def _tile_for_steps(fp, estimate, ref, depth, padding, max_tile, time_budget_s, b) -> int:
+    """The largest tile, up to the whole image, that still gives ``MIN_STEPS_FOR_TILE``
+    steps: step time grows with the tile's area (measured at the reference tile)."""
+    seconds = float(estimate(depth, DEFAULT_BASE_FILTERS, *ref))
+    per_pixel = seconds / (ref[0] ** 2 * ref[1])
+    train_s = time_budget_s - default_overhead(time_budget_s)
+    area = train_s / (MIN_STEPS_FOR_TILE * per_pixel * ref[1])
+    whole = whole_image_tile(fp.median_side, depth, padding)
+    tile = ref[0]
+    for candidate in range(ref[0], min(whole, max_tile) + 1):
+        if is_valid_tile(candidate, depth, padding) and candidate * candidate <= area:
+            tile = candidate
+    b.details["tile_for_steps"] = {"reference": list(ref), "seconds": seconds, "largest": tile,
+                                   "whole_image": whole}
+    return max(tile, ref[0])
+
+
+def _scaled_from(estimate, depth: int, ref):
+    """Step times of the reference width scale with the input area; other widths
+    are measured (or estimated) as they are."""
+    seconds = float(estimate(depth, DEFAULT_BASE_FILTERS, *ref))
+
+    def scaled(d, filters, tile, batch):
+        if d == depth and filters == DEFAULT_BASE_FILTERS:
+            return seconds * (tile * tile * batch) / (ref[0] ** 2 * ref[1])
+        return estimate(d, filters, tile, batch)
+    return scaled
 
 
 def _plan_loss(b: _PlanBuilder) -> None:

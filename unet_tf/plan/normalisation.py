@@ -82,7 +82,7 @@ def _percentile_scheme(fp: Fingerprint, variation: float) -> dict:
 
 
 def apply_normalisation(image: np.ndarray, normalisation: Mapping) -> np.ndarray:
-    """The numpy reference of a normalisation (for tests and for mirroring in the pipeline).
+    """A planned normalisation applied to one image, by the pipeline's own code.
 
     Args:
         image: (H, W, C) or (H, W) array in its stored dtype.
@@ -91,20 +91,12 @@ def apply_normalisation(image: np.ndarray, normalisation: Mapping) -> np.ndarray
     Returns:
         float32 array of the same shape.
     """
-    x = np.asarray(image, np.float32)
-    scheme, params = normalisation["scheme"], normalisation.get("params", {})
-    if scheme == "scale":
-        return x * np.float32(params["scale"])
-    if scheme == "percentile":
-        low, high = np.float32(params["low"]), np.float32(params["high"])
-        if x.ndim == 2:
-            low, high = low[0], high[0]
-        return (np.clip(x, low, high) - low) / (high - low)
-    if scheme == "zscore_per_image":
-        axes = (0, 1) if x.ndim == 3 else None
-        mean, std = x.mean(axis=axes), x.std(axis=axes)
-        return (x - mean) / np.maximum(std, np.float32(1e-6))
-    raise ValueError(f"Unknown normalisation scheme {scheme!r}")
+    from ..data.normalise import normalise  # numpy only, like this package
+    x = np.asarray(image)
+    flat = {"scheme": normalisation["scheme"], **normalisation.get("params", {}),
+            "dtype": x.dtype.name}
+    out = normalise(x[..., None] if x.ndim == 2 else x, flat)
+    return out[..., 0] if x.ndim == 2 else out
 
 
 def normalisation_spec(plan: Plan) -> dict:
