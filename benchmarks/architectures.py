@@ -205,7 +205,7 @@ def main(argv=None):
     parser.add_argument("--encoders", default="mobilenetv2,efficientnetb0,resnet50",
                         help="comma-separated encoders for encoder U-Nets ('' for none)")
     parser.add_argument("--mobilenet-alpha", type=float, default=1.0)
-    parser.add_argument("--budget", type=float, default=25.0,
+    parser.add_argument("--budget", type=float, default=20.0,
                         help="seconds of training per model for the validation dice (0: skip)")
     parser.add_argument("--images", type=int, default=40, help="synthetic cells images")
     parser.add_argument("--tflite-threads", type=int, default=2)

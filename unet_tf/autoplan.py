@@ -29,7 +29,8 @@ MEMORY_SHARE_GPU = 0.7
 WARMUP_STEPS, TIMED_STEPS = 2, 3
 #: Share of the budget that validation during training may take.
 VALIDATION_SHARE = 0.08
-#: Share of the budget kept for the final report on whole validation images.
+#: Share of the budget the final report on whole validation images may take
+#: (on top of the budget, as evaluation and figures are).
 REPORT_SHARE = 0.10
 #: Training images the fingerprint reads at most (spread evenly): enough for
 #: stable statistics, and bounded time on large datasets.
@@ -79,7 +80,9 @@ def time_budget_seconds(value: str) -> float:
 
 def step_timer(config: TrainConfig, bundle, log=print):
     """A callable ``(depth, base_filters, tile, batch) -> seconds`` that times real
-    training steps of that model on random data (each size once, then cached)."""
+    training steps of that model, fed by the real input pipeline (augmentation
+    competes with the model for the CPU), each size once, then cached."""
+    from .data import pipeline
     from .training import build_model, compile_model
     cache: dict = {}
 
@@ -91,16 +94,15 @@ def step_timer(config: TrainConfig, bundle, log=print):
         trial = config.replace(depth=key[0], base_filters=key[1], tile_size=key[2], plan=False)
         model = build_model(trial, bundle.num_classes, bundle.in_channels)
         compile_model(model, trial, bundle.ignore_index)
-        out = model.output_size(key[2])
-        rng = np.random.default_rng(0)
-        x = rng.random((key[3], key[2], key[2], bundle.in_channels), dtype=np.float32)
-        y = rng.integers(0, max(2, bundle.num_classes), (key[3], out, out)).astype("int32")
-        w = np.ones((key[3], out, out), np.float32)
+        batches = iter(pipeline.train_dataset(
+            bundle.train, tile_size=key[2], batch_size=key[3], depth=key[0],
+            padding=config.padding, augment=config.augment_config(), spec=bundle.spec,
+            weight_map=pipeline.WeightMapConfig(enabled=False), seed=config.seed))
         for _ in range(WARMUP_STEPS):
-            model.train_on_batch(x, y, sample_weight=w)
+            model.train_on_batch(*next(batches))  # x, y, sample_weight
         start = time.perf_counter()
         for _ in range(TIMED_STEPS):
-            model.train_on_batch(x, y, sample_weight=w)
+            model.train_on_batch(*next(batches))  # x, y, sample_weight
         cache[key] = (time.perf_counter() - start) / TIMED_STEPS
         log(f"  measured {cache[key]:.3f} s/step: depth {key[0]}, {key[1]} filters, "
             f"tile {key[2]}, batch {key[3]}")
@@ -149,16 +151,22 @@ def plan_run(config: TrainConfig, bundle, explicit: set[str], *, elapsed_s: floa
         del overrides["normalisation"]
     if "steps_per_epoch" in overrides and overrides["steps_per_epoch"] is None:
         del overrides["steps_per_epoch"]
-    budget = time_budget_seconds(config.time_budget) * (1 - REPORT_SHARE) - elapsed_s
-    if budget <= 0:
+    total = time_budget_seconds(config.time_budget)
+    started = time.monotonic() - elapsed_s
+    if total - elapsed_s <= 0:
         raise ValueError(f"--time-budget {config.time_budget}: already spent loading the data "
                          f"({elapsed_s:.0f} s); give a longer budget")
     log("Planning: timing a few training steps of the candidate models")
-    plan = make_plan(fp, time_budget_s=budget,
-                     memory_budget_bytes=memory_budget_bytes(config.memory_budget),
-                     seconds_per_step=step_timer(config, bundle, log) if measure else None,
-                     padding=config.padding, overrides=overrides, arch=config.arch,
-                     batch_norm=config.batch_norm)
+    timer = step_timer(config, bundle, log) if measure else None
+
+    def plan_for_remaining():
+        return make_plan(fp, time_budget_s=total - (time.monotonic() - started),
+                         memory_budget_bytes=memory_budget_bytes(config.memory_budget),
+                         seconds_per_step=timer, padding=config.padding, overrides=overrides,
+                         arch=config.arch, batch_norm=config.batch_norm)
+
+    plan_for_remaining()  # times the candidate sizes (cached) ...
+    plan = plan_for_remaining()  # ... then plans the steps for the time that is left
     planned = {name: entry.value for name, entry in plan.entries.items()
                if name in _OPTIONS and not entry.overridden}
     config = config.replace(**_as_options(planned))

@@ -29,7 +29,7 @@ import numpy as np
 
 from .files import atomic_write, atomic_write_json
 
-__all__ = ["RunCheckpoint", "RunState", "StopOnNaN", "TimeBudget", "atomic_save", "weights_are_finite",
+__all__ = ["RunCheckpoint", "RunState", "StepClock", "StopOnNaN", "TimeBudget", "atomic_save", "weights_are_finite",
            "read_state"]
 
 STATE_FILE = "state.json"
@@ -214,3 +214,26 @@ class TimeBudget(keras.callbacks.Callback):
             self.stopped_at = batch + 1
             self.model.stop_training = True
             self.log("Time budget spent: stopping after this epoch's validation")
+
+
+class StepClock(keras.callbacks.Callback):
+    """Seconds spent in training steps, validation left out (what a plan predicts)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = 0.0
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.monotonic()
+
+    def on_test_begin(self, logs=None):
+        self._stop()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._stop()
+
+    def _stop(self):
+        if self._start is not None:
+            self.seconds += time.monotonic() - self._start
+            self._start = None

@@ -37,8 +37,8 @@ import tensorflow as tf
 
 from . import losses, metrics, plots, sizes
 from .config import TrainConfig
-from .checkpoints import (CHECKPOINT_DIR, STATE_FILE, RunCheckpoint, RunState, StopOnNaN,
-                          TimeBudget, publish, read_state)
+from .checkpoints import (CHECKPOINT_DIR, STATE_FILE, RunCheckpoint, RunState, StepClock,
+                          StopOnNaN, TimeBudget, publish, read_state)
 from .data import pipeline as data_lib
 from .data.streaming import data_errors, open_data
 from .autoplan import (chosen_normalisation, memory_budget_bytes, plan_run, report_image_cap,
@@ -422,6 +422,8 @@ def _train_in(config: TrainConfig, strategy, chief: bool, out: Path, explicit: s
     callbacks, nan_guard, checkpoint = _callbacks(config, out, chief, state)
     if deadline is not None:
         callbacks.append(TimeBudget(deadline, log=_log if chief else (lambda *_: None)))
+    clock = StepClock()
+    callbacks.append(clock)
     fit_started = time.monotonic()
     with data_errors(bundle):  # a corrupt file or shard met while streaming, by name
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps,
@@ -431,7 +433,8 @@ def _train_in(config: TrainConfig, strategy, chief: bool, out: Path, explicit: s
         raise TrainingDiverged(_diverged_message(config, nan_guard, checkpoint, out))
     if not chief:
         return TrainResult(out, {}, {}, Path(), Path())
-    timing = {"train_seconds": round(time.monotonic() - fit_started, 1),
+    timing = {"train_seconds": round(clock.seconds, 1),
+              "fit_seconds": round(time.monotonic() - fit_started, 1),
               "total_seconds_before_report": round(time.monotonic() - started, 1)}
     if plan is not None:
         timing["planned_train_seconds"] = plan.details.get("train_seconds")

@@ -1,6 +1,7 @@
 """Data larger than memory: the path choice, streamed tiles against in-memory ones, shards."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -142,20 +143,17 @@ def test_a_streamed_split_decodes_one_image_at_a_time(cells, packed):
         assert [it.name for it in items] == ["cell_004", "cell_005"]
         assert stream.val._slot.item is None
         report = training.evaluate_items(model, items, 1, tile_size=32)
-        assert report == expected
+        assert json.dumps(report, sort_keys=True) == json.dumps(expected, sort_keys=True)
         assert stream.val._slot.owner is items[-1]       # only the last image stays decoded
         np.testing.assert_array_equal(stream.val[0].pixels, memory.val[0].pixels)
 
 
 def test_a_bad_mask_met_while_streaming_is_named(cells, tmp_path, monkeypatch):
-    import cv2
     from unet_tf.data import scan
     root = tmp_path / "data"
     shutil.copytree(cells, root)
     bad = root / "train" / "masks" / "cell_002.png"
-    mask = cv2.imread(str(bad), cv2.IMREAD_UNCHANGED)
-    mask[:4, :4] = 128                                   # neither 0 nor 255
-    cv2.imwrite(str(bad), mask)
+    bad.write_bytes(bad.read_bytes()[:40])               # its header reads, its pixels do not
     monkeypatch.setattr(scan, "MAX_SCANNED_MASKS", 1)    # the quick check reads cell_000 only
     stream = streaming.open_data(root, data_path="stream", **QUIET)
     ds = pipeline.train_dataset(stream.train, tile_size=32, batch_size=4, depth=2, spec=stream.spec)
@@ -176,7 +174,7 @@ def test_pack_then_train_from_the_shards(cells, tmp_path):
     assert len(meta["shards"]) >= 3 and not list(out.glob(".*"))
     result = CliRunner().invoke(main, ["check-data", str(out)])
     assert result.exit_code == 0 and "every record reads back" in result.output
-    assert "train      4" in result.output
+    assert re.search(r"train\s+4\s+2\s+64x64", result.output), result.output
     run = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", "--data", str(out), "--out", str(run),
                                        "--data-path", "stream", *TINY])
@@ -195,7 +193,7 @@ def test_an_interrupted_pack_resumes_and_leaves_nothing_half_written(cells, tmp_
 
     def flaky(*args):
         calls.append(1)
-        if len(calls) == 6 + 4:                          # 6 size probes, then the 4th record
+        if len(calls) >= 6 + 4:                          # 6 size probes, then the 4th record
             raise KeyboardInterrupt
         return real(*args)
 

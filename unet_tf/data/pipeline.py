@@ -15,6 +15,9 @@ extrapolated, so the label tile can reach the image edge (overlap-tile).
 
 Images are decoded, normalised and given their weight maps once, then kept in
 memory: the datasets this is for hold a few dozen to a few hundred images.
+Larger ones are streamed (``unet_tf.data.streaming.open_data`` chooses by the
+memory budget); ``train_dataset`` and ``val_dataset`` take their streamed
+splits as well.
 
 Example::
 

@@ -30,7 +30,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import os
 import posixpath
 import queue
@@ -394,7 +393,8 @@ def _read_json(path):
 
 def _write_json(path, value) -> None:
     """Written under a temporary name and renamed: whole or not at all."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    head, name = posixpath.split(str(path)) if "://" in str(path) else os.path.split(str(path))
+    tmp = _join(head, f".{name}.tmp-{os.getpid()}-{threading.get_ident()}")
     with tf.io.gfile.GFile(tmp, "w") as f:
         f.write(json.dumps(value, indent=1) + "\n")
     tf.io.gfile.rename(tmp, path, overwrite=True)

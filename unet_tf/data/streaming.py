@@ -39,6 +39,7 @@ import contextlib
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,9 +76,11 @@ TILES_PER_DRAW = (8, 32)
 #: A draw cuts about this many times the tiles of the image's grid.
 DRAW_COVERAGE = 2
 #: The shuffle buffer of tiles holds at most this many bytes (and at most a
-#: quarter of the data's memory), between 2 batches and MAX_SHUFFLE_TILES tiles.
+#: quarter of the data's memory), at most MAX_SHUFFLE_TILES tiles and at most
+#: one pass over the images, and at least 2 batches or one draw. It is filled
+#: before the first batch: 512 tiles are 16 reads of 32 tiles.
 TILE_SHUFFLE_BYTES = 256 * 1024**2
-MAX_SHUFFLE_TILES = 1024
+MAX_SHUFFLE_TILES = 512
 #: Compressed records shuffled before they are decoded (shards).
 RECORD_SHUFFLE = 32
 #: Shard files read at once (interleaved); a fixed number keeps the order of
@@ -283,7 +286,7 @@ class _FolderSource:
         ds = ds.shuffle(len(draws), seed=seed, reshuffle_each_iteration=True).repeat()
         return ds.map(lambda i: (i,)), [tf.int64]
 
-    def val_keys(self, split, keep):
+    def val_keys(self, split, keep, stride):
         return tf.data.Dataset.from_tensor_slices(np.asarray(keep, np.int64)).map(lambda i: (i,))
 
 
@@ -380,8 +383,7 @@ class _ShardSource:
             return tf.data.Dataset.from_tensors((file, index, raw)).repeat(visits)
         return ds.flat_map(repeat), [tf.string, tf.int64, tf.string]
 
-    def val_keys(self, split, keep):
-        stride = keep[1] - keep[0] if len(keep) > 1 else 1
+    def val_keys(self, split, keep, stride):
         ds = self._records(tf.data.Dataset.from_tensor_slices(self.files(split)), 1)
         if stride > 1:
             ds = ds.enumerate().filter(lambda k, x: k % stride == 0).map(lambda k, x: x)
@@ -457,10 +459,11 @@ class _DrawTiles:
         return tuple(np.stack(parts) for parts in zip(*tiles))
 
 
-def _tile_buffer(tile_in, tile_out, channels, batch_size, per_draw, budget) -> int:
+def _tile_buffer(tile_in, tile_out, channels, batch_size, per_draw, budget, images) -> int:
     tile_bytes = tile_in * tile_in * channels * 4 + tile_out * tile_out * 8
     cap = min(TILE_SHUFFLE_BYTES, budget // 4 if budget else TILE_SHUFFLE_BYTES)
-    return int(np.clip(cap // tile_bytes, max(2 * batch_size, per_draw), MAX_SHUFFLE_TILES))
+    most = min(cap // tile_bytes, MAX_SHUFFLE_TILES, per_draw * images)
+    return int(max(most, 2 * batch_size, per_draw))
 
 
 def _train_dataset(items: StreamedItems, *, tile_size, batch_size, depth=4, padding="same",
@@ -474,7 +477,8 @@ def _train_dataset(items: StreamedItems, *, tile_size, batch_size, depth=4, padd
     spec = spec or bundle.spec
     per_draw = tiles_per_draw(items.sizes(), tile_out)
     channels = bundle.in_channels
-    log = bundle.extras.get("log") or (lambda *_: None)
+    # Each worker says which images or shards it reads (on its own stderr).
+    log = (lambda message: print(message, file=sys.stderr, flush=True)) if num_shards > 1 else None
     keys, key_types = source.train_keys(split, tile_out, per_draw, int(seed), num_shards,
                                         shard_index, log)
     tiler = _DrawTiles(bundle, source.decode_key(split), tile_in, tile_out, augment,
@@ -494,7 +498,8 @@ def _train_dataset(items: StreamedItems, *, tile_size, batch_size, depth=4, padd
     ds = ds.unbatch()
     if shuffle_buffer is None:
         shuffle_buffer = _tile_buffer(tile_in, tile_out, channels, batch_size, per_draw,
-                                      bundle.extras.get("data_budget"))
+                                      bundle.extras.get("data_budget"),
+                                      max(1, len(items) // num_shards))
     if shuffle_buffer > 1:
         ds = ds.shuffle(shuffle_buffer, seed=int(seed) + 2, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
@@ -533,7 +538,7 @@ def _val_dataset(items: StreamedItems, *, tile_size, batch_size, depth=4, paddin
         weight.set_shape((None, tile_out, tile_out))
         return image, label, weight
 
-    ds = source.val_keys(split, keep).map(load, num_parallel_calls=tf.data.AUTOTUNE,
+    ds = source.val_keys(split, keep, stride).map(load, num_parallel_calls=tf.data.AUTOTUNE,
                                           deterministic=True)
     ds = ds.unbatch().batch(batch_size)
     known = _kept_tiles(source, split, sizes, keep, tile_out)
@@ -611,7 +616,8 @@ def open_data(root, *, val_fraction: float = 0.2, seed: int = 0, num_classes: in
     cfg = weight_map or WeightMapConfig()
     budget, why = data_budget(memory_budget)
     root = str(root)
-    if is_shard_folder(root):
+    packed = is_shard_folder(root)
+    if packed:
         meta = read_meta(root)
         problems = shard_problems(root, meta)
         if problems:
@@ -644,7 +650,7 @@ def open_data(root, *, val_fraction: float = 0.2, seed: int = 0, num_classes: in
         reason = f"--data-path {data_path}: " + ("kept in memory" if choice == "memory" else "streamed")
         if choice == "memory" and need > budget:
             reason += " although they do not fit"
-    if is_shard_folder(root):
+    if packed:
         log(f"Data: {facts}; {reason}" + (" from the shards (interleaved reads)"
                                           if choice == "stream" else "") + ".")
         return (_load_shards(root, meta, cfg) if choice == "memory"
@@ -660,7 +666,6 @@ def open_data(root, *, val_fraction: float = 0.2, seed: int = 0, num_classes: in
 
 def _shard_footprint(meta: dict):
     norm = meta["normalisation"]
-    itemsize = np.dtype(norm.get("dtype", "uint8")).itemsize
     need, most, count, largest = 0, 0, 0, None
     for split, info in meta["splits"].items():
         for h, w, n in info["sizes"]:
@@ -669,7 +674,6 @@ def _shard_footprint(meta: dict):
             count += n
             if size > most:
                 most, largest = size, f"{split} {h}x{w}x{meta['channels']} {norm.get('dtype')}"
-    del itemsize
     return need, largest, most, count
 
 

@@ -25,7 +25,8 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["ENCODERS", "EncoderSpec", "build_encoder", "preprocess", "encoder_names"]
+__all__ = ["ENCODERS", "ENCODER_BN_MOMENTUM", "EncoderSpec", "build_encoder", "preprocess",
+           "encoder_names"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,12 @@ ENCODERS: dict[str, EncoderSpec] = {
                                          "conv4_block6_out", "conv5_block3_out"), "caffe"),
 }
 
+#: Batch-norm momentum of the encoders' layers (keras.applications use 0.99 or
+#: 0.999): as in the U-Net's blocks, so that the moving statistics follow the
+#: new data within the few hundred steps small datasets train for; with 0.999 a
+#: randomly initialised encoder predicts nothing useful at inference for
+#: thousands of steps. A frozen encoder's batch norm does not update them at all.
+ENCODER_BN_MOMENTUM = 0.9
 #: Caffe-style means (BGR order, [0, 255] units) that ResNet50's ImageNet weights expect.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 #: ImageNet standard deviations (RGB): Keras's EfficientNet stores them as the
@@ -119,7 +126,7 @@ def _match_imagenet_efficientnet(app) -> None:
     ``keras.applications`` adds as a separate ``Rescaling`` layer for ``weights="imagenet"``.
 
     Its ``Normalization`` holds the ImageNet standard deviations as its variance
-    (keras-team/keras: tensorflow/tensorflow#49930), so it divides by
+    (tensorflow/tensorflow#49930), so it divides by
     ``sqrt(std)`` where ``std`` is meant; Keras divides by ``sqrt(std)`` once
     more. Here the variance becomes ``std**2`` instead: the same result without a
     layer that only ``weights="imagenet"`` creates (so a model rebuilt from its
@@ -172,5 +179,8 @@ def build_encoder(name: str, weights=None, depth: int = 5, alpha: float = 1.0,
             app.load_weights(weights)
         if weights is not None:
             _match_imagenet_efficientnet(app)
+        for layer in app.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = ENCODER_BN_MOMENTUM
         outputs = [app.get_layer(layer).output for layer in spec.taps[:int(depth)]]
         return keras.Model(app.input, outputs, name=f"{name}_encoder")

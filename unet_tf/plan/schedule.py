@@ -8,7 +8,7 @@ from .formatting import format_seconds
 
 
 #: Fixed start-up time (model build, graph tracing, first caches).
-STARTUP_S = 30.0
+STARTUP_S = 15.0
 #: Share of the budget kept for validation passes, checkpoints and export.
 VALIDATION_SHARE = 0.10
 #: Fewer steps than this cannot train anything: an error naming --time-budget.
