@@ -178,8 +178,8 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
 
     names = {"memory": "folder, in memory", "stream": "folder, streamed", "shards": "shards, streamed"}
-    print(f"\n| images (512x512) | path | peak memory | time to first step | tiles/s | "
-          f"x in-memory | x model |")
+    print("\n| images (512x512) | path | peak memory | time to first step | tiles/s | "
+          "x in-memory | x model |")
     print("|---|---|---|---|---|---|---|")
     for (n, mode), r in sorted(rows.items()):
         ref = rows[(n, "memory")]["tiles_per_s"]

@@ -76,14 +76,14 @@ def budget_held(tmp: Path, budget: str, sizes=(3, 40, 400)) -> dict:
     return results
 
 
-def _table(quality_results: dict, budget_results: dict, budget: str) -> str:
+def _table(quality_results: dict, budget_results: dict, budget: str, budget_check: str) -> str:
     lines = [f"Quality at --time-budget {budget} (mean foreground dice on the validation images)",
              f"{'dataset':10} {'plan':>8} {'hand-tuned defaults':>20}  options"]
     for name, r in quality_results.items():
         p, f = r["plan"].get("dice_fg"), r["hand_tuned"].get("dice_fg")
         fmt = lambda v: "failed" if v is None else f"{v:.4f}"  # noqa: E731
         lines.append(f"{name:10} {fmt(p):>8} {fmt(f):>20}  {' '.join(r['hand_tuned_options']) or '-'}")
-    lines += ["", f"Budget held (plan, --time-budget {budget})",
+    lines += ["", f"Budget held (plan, --time-budget {budget_check})",
               f"{'images':>6} {'planned s':>10} {'actual s':>9} {'actual/planned':>15} {'whole run s':>12}"]
     for n, r in budget_results.items():
         lines.append(f"{n:>6} {r.get('planned') or '-':>10} {r.get('actual') or '-':>9} "
@@ -103,7 +103,7 @@ def main():
         q = quality(Path(tmp), args.budget, args.datasets.split(","))
         b = {} if args.skip_budget else budget_held(Path(tmp), args.budget_check)
     Path(args.out).write_text(json.dumps({"quality": q, "budget": b}, indent=2))
-    print(_table(q, b, args.budget))
+    print(_table(q, b, args.budget, args.budget_check))
 
 
 if __name__ == "__main__":

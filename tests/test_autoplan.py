@@ -18,7 +18,7 @@ def planned_run(cells, tmp_path_factory):
     out = tmp_path_factory.mktemp("planned") / "run"
     started = time.monotonic()
     result = CliRunner().invoke(main, ["train", "--data", str(cells), "--out", str(out),
-                                       "--time-budget", "75s", "--no-rot90", *SMALL])
+                                       "--time-budget", "50s", "--no-rot90", *SMALL])
     return out, result, time.monotonic() - started
 
 
@@ -46,7 +46,7 @@ def test_the_run_ends_within_its_time_budget(planned_run):
     assert len(history) >= 2  # it trained
     report = json.loads((out / "report.json").read_text())
     # The budget covers training; evaluation and figures of the tiny run take seconds.
-    assert seconds < 75 * 1.15 + 30, seconds
+    assert seconds < 50 * 1.15 + 30, seconds
     assert report["dice"] > 0
 
 

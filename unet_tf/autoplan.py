@@ -25,8 +25,10 @@ __all__ = ["fingerprint_bundle", "step_timer", "plan_run", "plan_dataset", "chos
 #: Share of the machine's memory (or the GPU's) that training may plan for.
 MEMORY_SHARE_CPU = 0.25
 MEMORY_SHARE_GPU = 0.7
-#: Timed steps per measured model size, after warm-up steps (tracing).
-WARMUP_STEPS, TIMED_STEPS = 2, 3
+#: Steps per measured model size: warm-up steps (tracing), then timed steps
+#: until at least MIN_TIMED_SECONDS have passed (fast models get more steps,
+#: so one slow step on a busy machine does not skew the plan).
+WARMUP_STEPS, TIMED_STEPS, MAX_TIMED_STEPS, MIN_TIMED_SECONDS = 2, 3, 30, 2.0
 #: Share of the budget that validation during training may take.
 VALIDATION_SHARE = 0.08
 #: Share of the budget the final report on whole validation images may take
@@ -73,9 +75,17 @@ def _gpu_memory_bytes() -> int | None:
         return 16 * 1024**3  # a conservative guess when TensorFlow does not say
 
 
+#: No run fits in less: loading, timing the model and a few steps.
+MIN_TIME_BUDGET_S = 20.0
+
+
 def time_budget_seconds(value: str) -> float:
-    """``--time-budget``: a duration such as ``15m``."""
-    return parse_duration(value)
+    """``--time-budget``: a duration such as ``15m`` (at least ``MIN_TIME_BUDGET_S``)."""
+    seconds = parse_duration(value)
+    if seconds < MIN_TIME_BUDGET_S:
+        raise ValueError(f"--time-budget {value} is too short: a run needs at least "
+                         f"{MIN_TIME_BUDGET_S:.0f}s to load the data, time the model and train")
+    return seconds
 
 
 def step_timer(config: TrainConfig, bundle, log=print):
@@ -100,10 +110,12 @@ def step_timer(config: TrainConfig, bundle, log=print):
             weight_map=pipeline.WeightMapConfig(enabled=False), seed=config.seed))
         for _ in range(WARMUP_STEPS):
             model.train_on_batch(*next(batches))  # x, y, sample_weight
-        start = time.perf_counter()
-        for _ in range(TIMED_STEPS):
+        start, steps = time.perf_counter(), 0
+        while steps < TIMED_STEPS or (time.perf_counter() - start < MIN_TIMED_SECONDS
+                                      and steps < MAX_TIMED_STEPS):
             model.train_on_batch(*next(batches))  # x, y, sample_weight
-        cache[key] = (time.perf_counter() - start) / TIMED_STEPS
+            steps += 1
+        cache[key] = (time.perf_counter() - start) / steps
         log(f"  measured {cache[key]:.3f} s/step: depth {key[0]}, {key[1]} filters, "
             f"tile {key[2]}, batch {key[3]}")
         del model

@@ -310,6 +310,7 @@ def test_two_workers_on_shards_train_like_one(tmp_path):
         lines = [line for line in text.splitlines() if "val_dice" in line]
         return float(lines[-1].split("loss: ")[1].split()[0])
     one, two = final_loss(single.stdout + single.stderr), final_loss(logs[0])
+    print(f"final training loss: one worker {one}, two workers {two}")
     assert final_loss(logs[1]) == two                    # all-reduced: in step
     assert abs(two - one) < 0.25 * one, (one, two)
 
@@ -342,4 +343,6 @@ def test_streaming_memory_does_not_grow_with_the_dataset(tmp_path):
                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
         assert done.returncode == 0, done.stderr[-3000:]
         peaks[n] = int(done.stdout.split()[-1]) * 1024
+    print(f"peak memory streaming 100 / 500 images: {peaks[100] / 2**20:.0f} / "
+          f"{peaks[500] / 2**20:.0f} MiB")
     assert peaks[500] < 1.2 * peaks[100], peaks
