@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
+from ..tables import format_table
 from .images import read_image
 from .label_inference import (MaskStat, class_counts, infer_from_stats, labelled_samples,
                               load_classes, mask_stat, validate_stat)
@@ -287,11 +288,7 @@ def _summarise(root: Path, samples: dict[str, list[Sample]], images: list[_Image
 
 
 def _table(rows: list[list[str]], right: set[int] = frozenset()) -> list[str]:
-    """Aligns rows into columns; ``right`` holds right-aligned column indices."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                             for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-            for row in rows]
+    return format_table(rows, right, indent="  ").splitlines()
 
 
 def _fmt_sizes(sizes: list[tuple[tuple[int, int], int]]) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import ExportError
 from ..files import atomic_write, atomic_write_json
 from ..inference import to_labels
+from ..metrics import PixelCounts
 from ..runtimes import run_tflite, tflite_interpreter, tflite_ops
 from ..tiling import window
 
@@ -87,16 +88,14 @@ def median_latency_ms(fn, runs: int) -> float:
     return float(np.median(times))
 
 
-def _mask_dice(a: np.ndarray, b: np.ndarray, num_classes: int, threshold: float) -> float:
-    la, lb = to_labels(a, threshold), to_labels(b, threshold)
-    classes = [1] if num_classes == 1 else range(num_classes)
-    scores = []
-    for k in classes:
-        pa, pb = la == k, lb == k
-        denom = pa.sum() + pb.sum()
-        if denom:
-            scores.append(2 * (pa & pb).sum() / denom)
-    return float(np.mean(scores)) if scores else 1.0
+def _mask_dice(got: np.ndarray, expected: np.ndarray, num_classes: int, threshold: float) -> float:
+    """The masks' dice, counted as the metrics count it (binary: foreground; else the
+    mean over the classes present); 1.0 when neither mask has any of them."""
+    counts = PixelCounts(num_classes)
+    truth = to_labels(expected, threshold)
+    counts.add(truth, to_labels(got, threshold), np.ones(truth.shape, bool))
+    dice = counts.scores()["dice"]
+    return 1.0 if dice is None else dice
 
 
 def export_tflite(model, meta: dict, shape, variant: str, out_dir: Path, name: str,
