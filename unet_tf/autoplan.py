@@ -15,13 +15,15 @@ from dataclasses import fields
 import numpy as np
 
 from .config import TrainConfig
-from .plan import (Plan, fingerprint_arrays, make_plan, normalisation_params, normalisation_spec,
+from .plan import (Plan, PlanEntry, fingerprint_arrays, make_plan, normalisation_params, normalisation_spec,
                    parse_bytes, parse_duration)
 
 __all__ = ["fingerprint_bundle", "step_timer", "plan_run", "plan_dataset", "chosen_normalisation",
            "memory_budget_bytes",
            "time_budget_seconds", "validation_tile_cap", "report_image_cap"]
 
+#: Levels of a keras.applications encoder under the decoder.
+ENCODER_DEPTH = 5
 #: Share of the machine's memory (or the GPU's) that training may plan for.
 MEMORY_SHARE_CPU = 0.25
 MEMORY_SHARE_GPU = 0.7
@@ -161,6 +163,9 @@ def plan_run(config: TrainConfig, bundle, explicit: set[str], *, elapsed_s: floa
     overrides = {name: getattr(config, name) for name in explicit & PLANNED}
     if overrides.get("normalisation") == "auto":
         del overrides["normalisation"]
+    encoder_depth = config.encoder != "none" and "depth" not in overrides
+    if encoder_depth:  # a pretrained encoder has five levels: all of them, tiles of 32
+        overrides["depth"] = ENCODER_DEPTH
     if "steps_per_epoch" in overrides and overrides["steps_per_epoch"] is None:
         del overrides["steps_per_epoch"]
     total = time_budget_seconds(config.time_budget)
@@ -179,6 +184,9 @@ def plan_run(config: TrainConfig, bundle, explicit: set[str], *, elapsed_s: floa
 
     plan_for_remaining()  # times the candidate sizes (cached) ...
     plan = plan_for_remaining()  # ... then plans the steps for the time that is left
+    if encoder_depth:
+        plan.entries["depth"] = PlanEntry(ENCODER_DEPTH, f"--encoder {config.encoder}: its five "
+                                          "levels (skips at strides 2-16, bottleneck at 32)")
     planned = {name: entry.value for name, entry in plan.entries.items()
                if name in _OPTIONS and not entry.overridden}
     config = config.replace(**_as_options(planned))

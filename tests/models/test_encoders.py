@@ -261,3 +261,17 @@ def test_training_config_maps_to_the_encoder_unet():
                 dict(encoder_weights="imagenet"), dict(freeze_encoder_epochs=1)):
         with pytest.raises(ValueError):
             TrainConfig(**bad)
+
+
+@pytest.mark.slow
+def test_train_with_an_encoder_frozen_then_fine_tuned(tmp_path):
+    from unet_tf.config import TrainConfig
+    from unet_tf.training import train
+    config = TrainConfig(out=str(tmp_path / "run"), encoder="mobilenetv2", depth=5,
+                         freeze_encoder_epochs=1, loss="focal", epochs=2, steps_per_epoch=2,
+                         synthetic_images=6, tile_size=64, base_filters=4, batch_size=2,
+                         plan=False, verbose=0)
+    result = train(config)
+    loaded = keras.models.load_model(result.best_model)
+    assert isinstance(loaded, EncoderUNet) and loaded.depth == 5
+    assert len(result.history["loss"]) == 2 and np.isfinite(result.history["loss"]).all()

@@ -165,3 +165,16 @@ def test_training_config_maps_to_unet3p():
     for bad in (dict(arch="unet3p", padding="valid"), dict(cgm=True), dict(skip_filters=8)):
         with pytest.raises(ValueError):
             TrainConfig(**bad)
+
+
+@pytest.mark.slow
+def test_train_unet3p_with_cgm_and_the_hybrid_loss(tmp_path):
+    from unet_tf.config import TrainConfig
+    from unet_tf.training import train
+    config = TrainConfig(out=str(tmp_path / "run"), arch="unet3p", cgm=True, loss="hybrid",
+                         depth=2, epochs=2, steps_per_epoch=2, synthetic_images=6, tile_size=64,
+                         base_filters=4, batch_size=2, plan=False, verbose=0)
+    result = train(config)
+    loaded = keras.models.load_model(result.best_model)
+    assert isinstance(loaded, UNet3Plus) and loaded.cgm
+    assert result.report["dice"] is not None

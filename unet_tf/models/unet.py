@@ -13,7 +13,7 @@ from keras import layers
 from .. import _keras_compat, sizes
 from .blocks import ConvBlock, DecoderBlock, EncoderBlock
 
-__all__ = ["UNetBase", "UNet"]
+__all__ = ["UNetBase", "UNet", "check_head_weights"]
 
 
 class UNetBase(keras.Model):
@@ -131,6 +131,28 @@ class UNetBase(keras.Model):
             # Private Keras hook; see _keras_compat.build_from_local_batch for why.
             if not _keras_compat.build_from_local_batch(self, iterator):
                 super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+def check_head_weights(weights, heads: int, deep_supervision: bool, which: str):
+    """The loss weights of a deep-supervised model's heads, checked (None: equal).
+
+    Args:
+        weights: One weight per head, or None.
+        heads: How many heads the model has.
+        deep_supervision: Whether the heads are trained at all.
+        which: The heads, as the error message names them.
+    """
+    if weights is None:
+        return None
+    if not deep_supervision:
+        raise ValueError("head_weights need deep_supervision=True (there is only one head)")
+    weights = [float(w) for w in weights]
+    if len(weights) != heads:
+        raise ValueError(f"head_weights needs one weight per head {which}: "
+                         f"{heads} values, got {len(weights)}")
+    if min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"head_weights must be >= 0 with a positive sum, got {weights}")
+    return weights
 
 
 @keras.saving.register_keras_serializable(package="unet_tf")

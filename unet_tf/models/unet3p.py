@@ -30,7 +30,7 @@ import keras
 from keras import layers, ops
 
 from .blocks import ConvBlock, EncoderBlock, _initializer_config
-from .unet import UNetBase
+from .unet import UNetBase, check_head_weights
 
 __all__ = ["UNet3Plus", "ConvBNAct", "FullScaleNode", "BilinearResize"]
 
@@ -200,20 +200,6 @@ def _check_inference_mode(mode, deep_supervision: bool) -> str:
     return mode
 
 
-def _check_head_weights(weights, depth: int, deep_supervision: bool):
-    if weights is None:
-        return None
-    if not deep_supervision:
-        raise ValueError("head_weights need deep_supervision=True (there is only one head)")
-    weights = [float(w) for w in weights]
-    if len(weights) != depth + 1:
-        raise ValueError(f"head_weights needs one weight per head, bottleneck first and the final "
-                         f"head last: {depth + 1} values, got {len(weights)}")
-    if min(weights) < 0 or sum(weights) <= 0:
-        raise ValueError(f"head_weights must be >= 0 with a positive sum, got {weights}")
-    return weights
-
-
 def image_labels(y, ignore_index=255):
     """Per image, 1.0 when its mask has any foreground pixel (class > 0, not ignored), else 0.0.
 
@@ -296,7 +282,8 @@ class UNet3Plus(UNetBase):
             raise ValueError(f"skip_filters must be >= 1, got {skip_filters}")
         self.deep_supervision = bool(deep_supervision)
         self.inference_mode = _check_inference_mode(inference_mode, self.deep_supervision)
-        weights = _check_head_weights(head_weights, self.depth, self.deep_supervision)
+        weights = check_head_weights(head_weights, self.depth + 1, self.deep_supervision,
+                                     "(bottleneck first, the final head last)")
         self.head_weights = None if weights is None else tuple(weights)
         self.cgm = bool(cgm)
 

@@ -24,7 +24,7 @@ from keras import layers, ops
 
 from .. import sizes
 from .blocks import ConvBlock, DecoderBlock, EncoderBlock, center_crop
-from .unet import UNetBase
+from .unet import UNetBase, check_head_weights
 
 __all__ = ["UNetPlusPlus"]
 
@@ -45,20 +45,6 @@ def _check_inference_mode(mode, depth: int, deep_supervision: bool):
         raise ValueError(f"inference_mode={mode!r} needs deep_supervision=True: without it only "
                          "the final head X^{0,depth} is trained")
     return mode
-
-
-def _check_head_weights(weights, depth: int, deep_supervision: bool):
-    if weights is None:
-        return None
-    if not deep_supervision:
-        raise ValueError("head_weights need deep_supervision=True (there is only one head)")
-    weights = [float(w) for w in weights]
-    if len(weights) != depth:
-        raise ValueError(f"head_weights needs one weight per head X^{{0,1..{depth}}}: "
-                         f"{depth} values, got {len(weights)}")
-    if min(weights) < 0 or sum(weights) <= 0:
-        raise ValueError(f"head_weights must be >= 0 with a positive sum, got {weights}")
-    return weights
 
 
 @keras.saving.register_keras_serializable(package="unet_tf")
@@ -101,7 +87,8 @@ class UNetPlusPlus(UNetBase):
         self.deep_supervision = bool(deep_supervision)
         self.inference_mode = _check_inference_mode(inference_mode, self.depth,
                                                     self.deep_supervision)
-        weights = _check_head_weights(head_weights, self.depth, self.deep_supervision)
+        weights = check_head_weights(head_weights, self.depth, self.deep_supervision,
+                                     "X^{0,1..%d}" % self.depth)
         self.head_weights = None if weights is None else tuple(weights)
         self._margin = self._valid_margin()
 
