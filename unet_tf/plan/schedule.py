@@ -17,7 +17,11 @@ MIN_STEPS = 20
 FEW_STEPS_WARNING = 500
 #: Validations (= "epochs") per run: enough to pick a good checkpoint and to
 #: see the curve, few enough that validation stays a small share of the time.
-TARGET_VALIDATIONS, MIN_VALIDATIONS, MAX_VALIDATIONS = 20, 10, 40
+TARGET_VALIDATIONS, MIN_VALIDATIONS, MAX_VALIDATIONS = 20, 5, 40
+#: What one validation with its checkpoint costs on a 2-core CPU (measured: about
+#: 3 s for a small validation split); short budgets validate less often so that
+#: this stays within VALIDATION_SHARE of the budget.
+EPOCH_OVERHEAD_S = 3.0
 #: Linear warm-up over 5% of the steps (at most 1000): Adam's early steps
 #: with batch norm are unstable at the full rate.
 WARMUP_SHARE, MAX_WARMUP_STEPS = 0.05, 1000
@@ -39,6 +43,8 @@ def split_epochs(steps: int, train_s: float | None, val_every_s: float | None,
             epochs = round(train_s / val_every_s)
         else:
             epochs = TARGET_VALIDATIONS
+            if train_s:  # affordable validations: their cost within the validation share
+                epochs = min(epochs, int(VALIDATION_SHARE * train_s / EPOCH_OVERHEAD_S))
         epochs = min(max(epochs, MIN_VALIDATIONS), MAX_VALIDATIONS)
     epochs = max(1, min(epochs, steps))
     return epochs, steps // epochs
