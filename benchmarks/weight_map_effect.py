@@ -38,12 +38,18 @@ def main():
             ev = evaluate_folder(result.best_model, root, split="val",
                                  out=os.path.join(tmp, f"eval-{w0}.json"),
                                  instance_method="components", min_size=0)
-            rows[name] = dict(dice=ev["dice"], **ev["objects"])
-    keys = ("dice", "true_objects", "matched", "split", "merged", "missed", "false_positives")
+            shed = evaluate_folder(result.best_model, root, split="val",
+                                   out=os.path.join(tmp, f"eval-ws-{w0}.json"))
+            m, w = ev["object_metrics"], shed["object_metrics"]
+            rows[name] = dict(dice=ev["dice"], f1=m["f1"], mean_ap=m["mean_ap"],
+                              f1_watershed=w["f1"], mean_ap_watershed=w["mean_ap"], **ev["objects"])
+    keys = ("dice", "f1", "mean_ap", "f1_watershed", "mean_ap_watershed", "true_objects",
+            "matched", "merged")
     print(f"\n{args.epochs} epochs, seed {args.seed}, validation images of the synthetic cells")
     print(f"{'':28s}" + "".join(f"{k:>16s}" for k in keys))
     for name, row in rows.items():
-        print(f"{name:28s}" + "".join(f"{row[k]:16.4f}" if k == "dice" else f"{row[k]:16d}" for k in keys))
+        print(f"{name:28s}" + "".join(f"{row[k]:16d}" if isinstance(row[k], int) else f"{row[k]:16.4f}"
+                                      for k in keys))
     print(json.dumps(rows))
 
 
