@@ -40,6 +40,7 @@ bench: venv
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/weight_map_effect.py
 	$(BIN)/python benchmarks/plan_quality.py
+	$(BIN)/python benchmarks/data_scale.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

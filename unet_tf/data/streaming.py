@@ -81,6 +81,10 @@ DRAW_COVERAGE = 2
 #: before the first batch: 512 tiles are 16 reads of 32 tiles.
 TILE_SHUFFLE_BYTES = 256 * 1024**2
 MAX_SHUFFLE_TILES = 512
+#: What tf.data's autotuned buffers may hold: a quarter of the data's share of
+#: the budget, within these bounds (TensorFlow's default is half the RAM, and
+#: autotuning grows prefetch buffers while the model is slower than the pipeline).
+AUTOTUNE_RAM = (256 * 1024**2, 1024**3)
 #: Compressed records shuffled before they are decoded (shards).
 RECORD_SHUFFLE = 32
 #: Shard files read at once (interleaved); a fixed number keeps the order of
@@ -565,8 +569,8 @@ def _kept_tiles(source, split, sizes, keep, tile_out) -> int | None:
 def _stream_options(deterministic: bool, bundle) -> tf.data.Options:
     options = _options(deterministic)
     budget = bundle.extras.get("data_budget")
-    if budget:  # what tf.data's autotuned buffers may hold
-        options.autotune.ram_budget = int(budget)
+    if budget:  # what tf.data's autotuned prefetch buffers may hold
+        options.autotune.ram_budget = int(min(max(budget // 4, AUTOTUNE_RAM[0]), AUTOTUNE_RAM[1]))
     return options
 
 
