@@ -238,7 +238,9 @@ def report_image_cap(config: TrainConfig, plan: Plan | None, items) -> int | Non
         return None
     pixels_per_step = config.tile_size**2 * max(config.batch_size, 1)
     seconds_per_pixel = plan.details["seconds_per_step"] / pixels_per_step / 3
-    mean_pixels = float(np.mean([it.label.size for it in items]))
+    # A streamed split knows its sizes without decoding an image.
+    sizes = items.sizes() if hasattr(items, "sizes") else [it.label.shape for it in items]
+    mean_pixels = float(np.mean([h * w for h, w in sizes]))
     per_image = mean_pixels * seconds_per_pixel * 1.5  # tile overlap and borders
     allowed = REPORT_SHARE * time_budget_seconds(config.time_budget) / max(per_image, 1e-6)
     return max(1, int(allowed)) if allowed < len(items) else None

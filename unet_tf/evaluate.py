@@ -9,6 +9,7 @@ became of the true objects (matched, split, merged, missed, false positives).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,18 +72,78 @@ def _where(sample) -> str:
     return f"{sample.mask_path}" if sample.page is None else f"{sample.mask_path} page {sample.page}"
 
 
-def _true_instances(sample, spec, truth: np.ndarray, valid: np.ndarray, binary: bool):
-    """The true objects of a sample: its instance map where the dataset has
-    one (checked against the mask), else the connected components of a binary
-    mask; None for multi-class masks without instance maps."""
-    if sample.instance_path is not None:
-        inst = read_instances(sample.instance_path, sample.page)
-        problem = instance_problem(sample, inst, truth, spec.ignore_index, spec.num_labels)
-        if problem:
-            raise DatasetError(problem)
-        return np.where(valid, inst, 0)
+@dataclass
+class _Case:
+    """One labelled image to score: its pixels as stored, its class indices
+    (void = the spec's ignore value), its instance ids (None without them) and
+    where it came from (for messages)."""
+    name: str
+    where: str
+    image: np.ndarray
+    truth: np.ndarray
+    instances: np.ndarray | None
+    instances_where: str = ""
+
+
+def _folder_cases(samples, spec):
+    """The cases of a dataset folder's samples, read one at a time."""
+    for sample in samples:
+        raw, truth = load_sample(sample, spec)
+        instances = None
+        if sample.instance_path is not None:
+            instances = read_instances(sample.instance_path, sample.page)
+            problem = instance_problem(sample, instances, truth, spec.ignore_index, spec.num_labels)
+            if problem:
+                raise DatasetError(problem)
+        yield _Case(sample.name, _where(sample), raw, truth, instances,
+                    str(sample.instance_path or _where(sample)))
+
+
+def _shard_split(meta: dict, split: str | None) -> tuple[str, list[str]]:
+    """The splits of a shard folder that ``split`` names (default: test, val, train)."""
+    counts = {name: int(info.get("images", 0)) for name, info in meta["splits"].items()}
+    if split == "all":
+        return "all", [name for name, n in counts.items() if n]
+    for name in [split] if split else ["test", "val", "train"]:
+        if counts.get(name):
+            return name, [name]
+    raise DatasetError(f"no images in split {split or 'test/val/train'} of the shards; available: "
+                       f"{sorted(name for name, n in counts.items() if n)}")
+
+
+def _shard_cases(root: str, meta: dict, splits: list[str]):
+    """The cases of a shard folder's splits, decoded one record at a time."""
+    from .data.shards import decode_record, iter_records, shard_files
+    files = [f for name in splits for f in shard_files(root, meta, name)]
+    for file, index, raw in iter_records(files):
+        record = decode_record(raw, f"{file} record {index}")
+        yield _Case(record.name, f"{file} record {index} ({record.name})", record.image,
+                    record.label, record.instances)
+
+
+def _open_cases(model, data, split, num_classes):
+    """``(split name, image count, label spec, cases)`` of a dataset folder or shard folder."""
+    from .data.shards import is_shard_folder
+    if is_shard_folder(data):
+        from .data.labels import LabelSpec
+        from .data.shards import read_meta
+        meta = read_meta(data)
+        name, splits = _shard_split(meta, split)
+        count = sum(int(meta["splits"][s]["images"]) for s in splits)
+        return name, count, LabelSpec.from_dict(meta["labels"]), _shard_cases(str(data), meta, splits)
+    splits, spec = load_dataset(data, num_classes=num_classes)
+    name, samples = _pick_split(splits, split, _held_out(model, data, splits))
+    return name, len(samples), spec, _folder_cases(samples, spec)
+
+
+def _true_instances(case: _Case, spec, valid: np.ndarray, binary: bool):
+    """The true objects of a case: its instance map where the dataset has one,
+    else the connected components of a binary mask; None for multi-class masks
+    without instance maps."""
+    if case.instances is not None:
+        return np.where(valid, case.instances, 0)
     if binary:
-        return instances_from_mask(truth, 4, ignore_index=spec.ignore_index)
+        return instances_from_mask(case.truth, 4, ignore_index=spec.ignore_index)
     return None
 
 
@@ -102,7 +163,8 @@ def evaluate_folder(model, data, *, split=None, out=None, tile_size=None, thresh
     Args:
         model: A ``.keras`` file, run folder, SavedModel folder or ``.tflite`` file
             (or a loaded model / runtime).
-        data: The dataset folder (any layout ``check-data`` knows).
+        data: The dataset folder (any layout ``check-data`` knows), or a shard
+            folder written by ``unet-tf pack`` (read one record at a time).
         split: Which images (see ``unet-tf evaluate --help``); default: test,
             val, the run's held-out images, all.
         out: JSON report path (default: ``evaluation.json`` beside the model).
@@ -130,38 +192,39 @@ def evaluate_folder(model, data, *, split=None, out=None, tile_size=None, thresh
     check_instance_options(min_size, seed_distance, instance_method)
     model = resolve_model(model)
     runtime = load_runtime(model)
-    splits, spec = load_dataset(data, num_classes=runtime.num_classes if runtime.num_classes > 1 else None)
-    split_name, samples = _pick_split(splits, split, _held_out(model, data, splits))
+    split_name, count, spec, cases = _open_cases(
+        model, data, split, runtime.num_classes if runtime.num_classes > 1 else None)
     binary = runtime.num_classes == 1
     counts = PixelCounts(runtime.num_classes)
     object_metrics = ObjectMetrics()
     diagnosis = None
     per_image = []
-    for sample in samples:
-        raw, truth = load_sample(sample, spec)
-        probs = predict_tiled(runtime, prepare_image(raw, runtime.in_channels, runtime.input_scale),
+    for case in cases:
+        truth = case.truth
+        probs = predict_tiled(runtime, prepare_image(case.image, runtime.in_channels,
+                                                     runtime.input_scale),
                               tile_size=tile_size, tta=tta)
         pred = to_labels(probs, threshold).astype(np.int64)
         if pred.shape != truth.shape:
-            raise DatasetError(f"{_where(sample)}: the prediction is {format_hw(pred.shape)} but "
+            raise DatasetError(f"{case.where}: the prediction is {format_hw(pred.shape)} but "
                                f"the mask {format_hw(truth.shape)} (HxW); the model's output "
                                "must cover the whole image.")
         valid = truth != spec.ignore_index
         try:
             img_tp = counts.add(truth, pred, valid)
         except ValueError as err:
-            raise DatasetError(f"{_where(sample)}: {err}") from None
-        entry = {"name": sample.name, "pixel_accuracy": float(img_tp.sum() / max(valid.sum(), 1))}
-        true_inst = _true_instances(sample, spec, truth, valid, binary)
+            raise DatasetError(f"{case.where}: {err}") from None
+        entry = {"name": case.name, "pixel_accuracy": float(img_tp.sum() / max(valid.sum(), 1))}
+        true_inst = _true_instances(case, spec, valid, binary)
         if true_inst is not None:
             found = to_instances(probs, threshold=threshold, min_size=min_size,
                                  seed_distance=seed_distance, method=instance_method)
             found = np.where(valid, found, 0)
             try:
-                results = object_metrics.update(true_inst, found, sample.name)
+                results = object_metrics.update(true_inst, found, case.name)
                 diag = object_diagnosis(true_inst, found, IOU_THRESHOLD)
             except ValueError as err:
-                raise DatasetError(f"{sample.instance_path or _where(sample)}: {err}") from None
+                raise DatasetError(f"{case.instances_where or case.where}: {err}") from None
             entry["objects"] = diag
             entry["object_metrics"] = _at_threshold(results, object_metrics.per_image[-1]["mean_ap"])
             diagnosis = diag if diagnosis is None else {k: diagnosis[k] + diag[k] for k in diag}
@@ -177,7 +240,7 @@ def evaluate_folder(model, data, *, split=None, out=None, tile_size=None, thresh
                           "seed_distance": float(seed_distance), "threshold": float(threshold)},
         }
     result = {
-        "model": str(model), "data": str(data), "split": split_name, "images": len(samples),
+        "model": str(model), "data": str(data), "split": split_name, "images": count,
         "class_names": spec.class_names, **counts.scores(),
         "objects": diagnosis, "object_metrics": objects_report, "per_image": per_image,
     }

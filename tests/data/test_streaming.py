@@ -183,6 +183,30 @@ def test_pack_then_train_from_the_shards(cells, tmp_path):
     report = json.loads((run / "report.json").read_text())
     assert report["images"] == 2
     assert json.loads((run / "config.json").read_text())["data"] == str(out.resolve())
+    _evaluate_and_calibrate_from_shards(cells, out, run)
+
+
+def _evaluate_and_calibrate_from_shards(cells, out, run):
+    """evaluate reads a shard folder record by record, with the folder's scores;
+    the int8 calibration of an export reads the run's shards."""
+    from unet_tf.deploy.export import _calibration_items
+    from unet_tf.deploy.tflite import sample_tiles
+    from unet_tf.evaluate import evaluate_folder
+    from unet_tf.run import model_sidecar
+    from_shards = evaluate_folder(run / "best.keras", out, split="all", out=run / "shards.json")
+    from_folder = evaluate_folder(run / "best.keras", cells, split="all", out=run / "folder.json")
+    assert from_shards["images"] == from_folder["images"] == 6
+    assert sorted(e["name"] for e in from_shards["per_image"]) == \
+        sorted(e["name"] for e in from_folder["per_image"])
+    assert from_shards["dice"] == pytest.approx(from_folder["dice"], abs=1e-9)
+    assert from_shards["object_metrics"]["n_true"] == from_folder["object_metrics"]["n_true"] > 0
+    assert evaluate_folder(run / "best.keras", out, out=run / "v.json")["split"] == "val"
+    with pytest.raises(DatasetError, match="no images in split test"):
+        evaluate_folder(run / "best.keras", out, split="test", out=run / "t.json")
+    bundle = _calibration_items(run / "best.keras", model_sidecar(run / "best.keras"))
+    assert len(bundle.train) == 4 and len(bundle.val) == 2
+    tiles = sample_tiles(bundle.train, (32, 32), 8)
+    assert tiles.shape == (8, 32, 32, 1) and 0 <= tiles.min() and tiles.max() <= 1 and tiles.std() > 0
 
 
 def test_an_interrupted_pack_resumes_and_leaves_nothing_half_written(cells, tmp_path, monkeypatch):
@@ -347,3 +371,19 @@ def test_streaming_memory_does_not_grow_with_the_dataset(tmp_path):
     print(f"peak memory streaming 100 / 500 images: {peaks[100] / 2**20:.0f} / "
           f"{peaks[500] / 2**20:.0f} MiB")
     assert peaks[500] < 1.2 * peaks[100], peaks
+
+
+def test_the_report_cap_of_a_streamed_split_decodes_no_image(cells, monkeypatch):
+    from unet_tf.autoplan import report_image_cap
+    from unet_tf.config import TrainConfig
+    from unet_tf.plan.result import Plan
+    bundle = streaming.open_data(cells, data_path="stream", **QUIET)
+
+    def no_decoding(self, attr):
+        raise AssertionError(f"{self.name}: decoded for its {attr}")
+
+    monkeypatch.setattr(streaming.LazyItem, "__getattr__", no_decoding)
+    plan = Plan(entries={}, fingerprint=None, details={"seconds_per_step": 60.0})
+    config = TrainConfig(tile_size=32, batch_size=1, time_budget="1m")
+    assert report_image_cap(config, plan, bundle.train) == 1       # 4 images, 1 within the share
+    assert report_image_cap(config.replace(time_budget="10h"), plan, bundle.train) is None

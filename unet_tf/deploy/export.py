@@ -82,11 +82,14 @@ def _load_info(model_path: Path, data: str | None) -> dict:
 
 def _calibration_items(model_path: Path, info: dict):
     """The training data as the run saw it (its split, classes, void label and
-    normalisation), or the ``--data`` folder; None when neither is there."""
+    normalisation), or the ``--data`` folder (a shard folder too); None when
+    neither is there. A dataset larger than memory is streamed: only the
+    images the calibration tiles come from are decoded, one at a time."""
     root = info.get("root")
-    if not root or not Path(root).exists():
+    if not root or not (Path(root).exists() or "://" in str(root)):
         return None
-    from ..data.pipeline import WeightMapConfig, load_data
+    from ..data.pipeline import WeightMapConfig
+    from ..data.streaming import open_data
     settings = dict(val_fraction=0.2, seed=0, num_classes=None, ignore_index=255)
     if find_run(model_path) is not None:
         record = load_run(model_path)
@@ -94,9 +97,13 @@ def _calibration_items(model_path: Path, info: dict):
                         num_classes=record.config.get("num_classes"),
                         ignore_index=record.ignore_index)
     # Calibration needs images only: skip the weight maps.
-    return load_data(root, input_scale=info.get("input_scale"),
-                     normalisation=info.get("normalisation"),
-                     weight_map=WeightMapConfig(enabled=False), **settings)
+    bundle = open_data(root, weight_map=WeightMapConfig(enabled=False), log=lambda *_: None,
+                       **settings)
+    if info.get("normalisation"):
+        bundle.renormalise(info["normalisation"])
+    elif info.get("input_scale"):
+        bundle.renormalise({"scheme": "scale", "scale": float(info["input_scale"])})
+    return bundle
 
 
 def export_model(model_path, out, *, data: str | None = None,
