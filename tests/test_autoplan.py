@@ -45,8 +45,8 @@ def test_the_run_ends_within_its_time_budget(planned_run):
     history = (out / "history.csv").read_text().strip().splitlines()
     assert len(history) >= 2  # it trained
     report = json.loads((out / "report.json").read_text())
-    # The budget covers training; evaluation and figures of the tiny run take seconds.
-    assert seconds < 50 * 1.15 + 30, seconds
+    # The budget covers the whole run: planning, training, the report and the figures.
+    assert seconds <= 50 * 1.05, seconds
     assert report["dice"] > 0
 
 

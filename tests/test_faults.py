@@ -175,3 +175,29 @@ def test_a_float_image_out_of_range_is_refused_by_name(finished, tmp_path):
     result = CliRunner().invoke(main, ["predict", str(finished), str(image), "--out", str(tmp_path / "p")])
     assert result.exit_code == 1
     assert "float.tif" in result.output and "uint8" in result.output
+
+
+def test_the_time_guard_leaves_room_for_the_last_validation_and_the_report():
+    """Training stops once the time left would not cover the epoch's validation (as long
+    as the last one took) and the report's reserve, so model.fit returns before the
+    deadline minus that reserve."""
+    import time
+
+    from unet_tf.checkpoints import TimeBudget
+
+    class SlowValidation(keras.callbacks.Callback):
+        def on_test_end(self, logs=None):
+            time.sleep(0.5)
+
+    x = np.zeros((64, 4), np.float32)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    started = time.monotonic()
+    guard = TimeBudget(started + 4.0, reserve_s=1.5, first_epoch_end_s=0.1, log=lambda *_: None)
+    slow_step = keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_, **__: time.sleep(0.05))
+    model.fit(x, x[:, :1], batch_size=8, epochs=1000, validation_data=(x, x[:, :1]), verbose=0,
+              callbacks=[SlowValidation(), slow_step, guard])
+    ended = time.monotonic()
+    assert guard.stopped_at is not None
+    assert guard.epoch_end_s >= 0.5                 # the slow validation was measured
+    assert ended <= started + 4.0 - 1.5 + 0.3        # the reserve is still there

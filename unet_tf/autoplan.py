@@ -15,7 +15,7 @@ from dataclasses import fields
 import numpy as np
 
 from .config import TrainConfig
-from .plan import (Plan, PlanEntry, fingerprint_arrays, make_plan, normalisation_params, normalisation_spec,
+from .plan import (REPORT_SHARE, Plan, PlanEntry, fingerprint_arrays, make_plan, normalisation_params, normalisation_spec,
                    parse_bytes, parse_duration)
 
 __all__ = ["fingerprint_bundle", "step_timer", "plan_run", "plan_dataset", "chosen_normalisation",
@@ -33,9 +33,6 @@ MEMORY_SHARE_GPU = 0.7
 WARMUP_STEPS, TIMED_STEPS, MAX_TIMED_STEPS, MIN_TIMED_SECONDS = 2, 3, 30, 2.0
 #: Share of the budget that validation during training may take.
 VALIDATION_SHARE = 0.08
-#: Share of the budget the final report on whole validation images may take
-#: (on top of the budget, as evaluation and figures are).
-REPORT_SHARE = 0.10
 #: Training images the fingerprint reads at most (spread evenly): enough for
 #: stable statistics, and bounded time on large datasets.
 FINGERPRINT_IMAGES = 300
@@ -231,9 +228,10 @@ def _as_options(planned: dict) -> dict:
             if not isinstance(value, (list, dict))}
 
 
-def report_image_cap(config: TrainConfig, plan: Plan | None, items) -> int | None:
+def report_image_cap(config: TrainConfig, plan: Plan | None, items,
+                     seconds: float | None = None) -> int | None:
     """How many whole validation images the final report may predict within
-    ``REPORT_SHARE`` of the budget (None: all of them)."""
+    ``seconds`` (default: ``REPORT_SHARE`` of the budget); None: all of them."""
     if plan is None or not plan.details.get("seconds_per_step") or not items:
         return None
     pixels_per_step = config.tile_size**2 * max(config.batch_size, 1)
@@ -242,7 +240,9 @@ def report_image_cap(config: TrainConfig, plan: Plan | None, items) -> int | Non
     sizes = items.sizes() if hasattr(items, "sizes") else [it.label.shape for it in items]
     mean_pixels = float(np.mean([h * w for h, w in sizes]))
     per_image = mean_pixels * seconds_per_pixel * 1.5  # tile overlap and borders
-    allowed = REPORT_SHARE * time_budget_seconds(config.time_budget) / max(per_image, 1e-6)
+    if seconds is None:
+        seconds = REPORT_SHARE * time_budget_seconds(config.time_budget)
+    allowed = max(seconds, 0.0) / max(per_image, 1e-6)
     return max(1, int(allowed)) if allowed < len(items) else None
 
 

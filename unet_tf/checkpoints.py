@@ -197,23 +197,64 @@ class StopOnNaN(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops training once the run's time budget is spent.
+    """Stops training in time for the run to end within its budget.
 
-    The epoch in progress ends early, is validated and committed like any
-    other, so the run still ends with a checkpoint and a report.
+    Training stops at the first point (after a batch, or after an epoch's
+    validation) from which going on one more step could leave too little time
+    for the rest of the run: an epoch's validation and checkpoint (as long as
+    the last one took; ``first_epoch_end_s`` before any was measured) and
+    ``reserve_s`` for what follows training (the final report). An epoch cut
+    short is validated and committed like any other, so the run still ends
+    with a checkpoint and a report.
     """
 
-    def __init__(self, deadline: float, log=print):
+    def __init__(self, deadline: float, reserve_s: float = 0.0, first_epoch_end_s: float = 5.0,
+                 log=print):
         super().__init__()
         self.deadline = deadline
+        self.reserve_s = float(reserve_s)
+        self.epoch_end_s = float(first_epoch_end_s)
+        self.step_s = 0.0
         self.log = log
         self.stopped_at = None
+        self._batch_started = self._validation_started = None
+
+    def _left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def _stop(self, where, left: float, validated: bool) -> None:
+        self.stopped_at = where
+        self.model.stop_training = True
+        rest = "" if validated else (f"this epoch's validation and checkpoint "
+                                     f"(~{self.epoch_end_s:.0f} s) and ")
+        self.log(f"Time budget: {max(left, 0):.0f} s left, kept for {rest}the report "
+                 f"(~{self.reserve_s:.0f} s); training stops here")
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch_started = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.stopped_at is None and time.monotonic() >= self.deadline:
-            self.stopped_at = batch + 1
-            self.model.stop_training = True
-            self.log("Time budget spent: stopping after this epoch's validation")
+        if self._batch_started is not None:
+            self.step_s = time.monotonic() - self._batch_started
+        left = self._left()
+        if self.stopped_at is None and left - self.step_s <= self.epoch_end_s + self.reserve_s:
+            self._stop(batch + 1, left, validated=False)
+
+    def on_test_begin(self, logs=None):
+        self._validation_started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._validation_started is not None:
+            self.epoch_end_s = max(self.epoch_end_s, time.monotonic() - self._validation_started)
+        left = self._left()
+        # Another epoch would run at least a step and a validation before stopping.
+        if self.stopped_at is None and left - self.step_s <= self.epoch_end_s + self.reserve_s:
+            self._stop("end of epoch", left, validated=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._validation_started is not None:  # validation + checkpoint of the last epoch
+            self.epoch_end_s = time.monotonic() - self._validation_started
+            self._validation_started = None
 
 
 class StepClock(keras.callbacks.Callback):

@@ -47,7 +47,7 @@ from .errors import TrainingDiverged
 from .files import atomic_write_json
 from .inference import predict_tiled, to_labels
 from .models import ARCHITECTURES, UNetBase
-from .plan import Plan, format_plan, normalisation_spec
+from .plan import REPORT_SHARE, Plan, format_plan, normalisation_spec
 from .run import RunRecord
 from .runtimes import KerasRuntime
 
@@ -64,6 +64,11 @@ class TrainResult:
     best_model: Path
     last_model: Path
     finished_before: bool = False
+
+
+#: Seconds a time-bounded run keeps, beyond the report's predictions, for loading
+#: the best model, writing the report and drawing the figures.
+FINISH_S = 10.0
 
 
 # --------------------------------------------------------------------------- setup
@@ -420,8 +425,9 @@ def _train_in(config: TrainConfig, strategy, chief: bool, out: Path, explicit: s
     if state and state.epoch >= config.epochs:  # killed while writing the final report
         return _finish(out, bundle, config) if chief else TrainResult(out, {}, {}, Path(), Path())
     callbacks, nan_guard, checkpoint = _callbacks(config, out, chief, state)
-    if deadline is not None:
-        callbacks.append(TimeBudget(deadline, log=_log if chief else (lambda *_: None)))
+    if deadline is not None:  # training stops in time for the last validation and the report
+        callbacks.append(TimeBudget(deadline, reserve_s=_report_reserve(config),
+                                    log=_log if chief else (lambda *_: None)))
     clock = StepClock()
     callbacks.append(clock)
     fit_started = time.monotonic()
@@ -438,8 +444,14 @@ def _train_in(config: TrainConfig, strategy, chief: bool, out: Path, explicit: s
               "total_seconds_before_report": round(time.monotonic() - started, 1)}
     if plan is not None:
         timing["planned_train_seconds"] = plan.details.get("train_seconds")
-    cap = report_image_cap(config, plan, bundle.val or bundle.train)
+    left = None if deadline is None else deadline - time.monotonic() - FINISH_S
+    cap = report_image_cap(config, plan, bundle.val or bundle.train, left)
     return _finish(out, bundle, config, timing, cap)
+
+
+def _report_reserve(config: TrainConfig) -> float:
+    """Seconds a time-bounded run keeps after training for its report and figures."""
+    return REPORT_SHARE * time_budget_seconds(config.time_budget) + FINISH_S
 
 
 def _diverged_message(config: TrainConfig, nan_guard, checkpoint, out: Path) -> str:

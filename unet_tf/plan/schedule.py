@@ -9,8 +9,11 @@ from .formatting import format_seconds
 
 #: Fixed start-up time (model build, graph tracing, first caches).
 STARTUP_S = 15.0
-#: Share of the budget kept for validation passes, checkpoints and export.
+#: Share of the budget kept for validation passes and checkpoints.
 VALIDATION_SHARE = 0.10
+#: Share of the budget kept for the final report on whole validation images
+#: (the run ends within its budget, report and figures included).
+REPORT_SHARE = 0.06
 #: Fewer steps than this cannot train anything: an error naming --time-budget.
 MIN_STEPS = 20
 #: Fewer steps than this train, but the plan warns that the model will be weak.
@@ -32,7 +35,8 @@ DEFAULT_LEARNING_RATE = 1e-3
 
 
 def default_overhead(time_budget_s: float) -> float:
-    return STARTUP_S + VALIDATION_SHARE * time_budget_s
+    """What the budget keeps apart from training steps."""
+    return STARTUP_S + (VALIDATION_SHARE + REPORT_SHARE) * time_budget_s
 
 
 def split_epochs(steps: int, train_s: float | None, val_every_s: float | None,
@@ -77,7 +81,7 @@ def plan_schedule(seconds_per_step: float, time_budget_s: float, *, overhead_s: 
 
     ``steps = floor((time_budget_s - overhead_s) / seconds_per_step)``,
     independent of the number of images. The default overhead is
-    ``STARTUP_S + VALIDATION_SHARE * time_budget_s``. An "epoch" is a
+    ``STARTUP_S + (VALIDATION_SHARE + REPORT_SHARE) * time_budget_s``. An "epoch" is a
     validation/checkpoint interval: ``round(train time / val_every_s)`` of them,
     or ``TARGET_VALIDATIONS``, clamped to [MIN_VALIDATIONS, MAX_VALIDATIONS].
     ``steps`` is rounded down to whole epochs. The schedule is a linear
@@ -105,16 +109,16 @@ def plan_schedule(seconds_per_step: float, time_budget_s: float, *, overhead_s: 
     if steps < min_steps:
         needed = overhead + min_steps * seconds_per_step
         if overhead_s is None:  # the default overhead grows with the budget
-            needed = (STARTUP_S + min_steps * seconds_per_step) / (1 - VALIDATION_SHARE)
+            needed = (STARTUP_S + min_steps * seconds_per_step) / (1 - VALIDATION_SHARE - REPORT_SHARE)
         raise ValueError(
             f"--time-budget {format_seconds(time_budget_s)} is too short: after {format_seconds(overhead)} of "
-            f"start-up and validation it leaves {max(steps, 0)} steps of {seconds_per_step:.3g}s "
+            f"start-up, validation and the report it leaves {max(steps, 0)} steps of {seconds_per_step:.3g}s "
             f"(at least {min_steps} needed); give at least {format_seconds(math.ceil(needed))}")
     epochs, per_epoch = split_epochs(steps, train_s, val_every_s)
     steps = epochs * per_epoch
     schedule = warmup_cosine_schedule(steps, learning_rate)
     reason = (f"{format_seconds(train_s)} of training ({format_seconds(time_budget_s)} budget - "
-              f"{format_seconds(overhead)} start-up/validation) / {seconds_per_step:.3g}s per step")
+              f"{format_seconds(overhead)} start-up/validation/report) / {seconds_per_step:.3g}s per step")
     return dict(steps=steps, steps_per_epoch=per_epoch, epochs=epochs,
                 warmup_steps=schedule["warmup_steps"], lr_schedule=schedule,
                 train_seconds=train_s, reason=reason)
