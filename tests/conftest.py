@@ -50,3 +50,12 @@ def trained_binary_model():
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=losses.DiceCrossEntropy())
     model.fit(np.repeat(x, 30, 0), np.repeat(y, 30, 0), batch_size=4, epochs=1, verbose=0)
     return model, x, y
+
+
+@pytest.fixture(scope="session")
+def saved_binary_model(tmp_path_factory, trained_binary_model):
+    """``trained_binary_model`` saved as a ``.keras`` file (read it, write reports elsewhere)."""
+    model, _, _ = trained_binary_model
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    model.save(path)
+    return path

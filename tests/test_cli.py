@@ -10,14 +10,6 @@ from unet_tf.cli import main
 from unet_tf.objects import object_diagnosis
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory, trained_binary_model):
-    model, _, _ = trained_binary_model
-    path = tmp_path_factory.mktemp("model") / "model.keras"
-    model.save(path)
-    return path
-
-
 def test_check_data_prints_a_summary(cells):
     result = CliRunner().invoke(main, ["check-data", str(cells)])
     assert result.exit_code == 0, result.output
@@ -37,10 +29,10 @@ def test_check_data_lists_every_problem_and_exits_1(tmp_path):
         assert name in result.output
 
 
-def test_predict_writes_masks_and_overlays(cells, model_path, tmp_path):
+def test_predict_writes_masks_and_overlays(cells, saved_binary_model, tmp_path):
     out = tmp_path / "pred"
     images = cells / "val" / "images"
-    result = CliRunner().invoke(main, ["predict", str(model_path), str(images), "--out", str(out),
+    result = CliRunner().invoke(main, ["predict", str(saved_binary_model), str(images), "--out", str(out),
                                        "--probabilities", "--tile-size", "32"])
     assert result.exit_code == 0, result.output
     for image in images.iterdir():
@@ -52,7 +44,7 @@ def test_predict_writes_masks_and_overlays(cells, model_path, tmp_path):
         np.testing.assert_array_equal(mask == 255, probs[..., 0] >= 0.5)
 
 
-def test_predict_on_a_dataset_folder_segments_images_not_masks(model_path, tmp_path):
+def test_predict_on_a_dataset_folder_segments_images_not_masks(saved_binary_model, tmp_path):
     # Patient folders with slices next to their masks, and a DSB-2018 style sample folder.
     data = tmp_path / "data"
     rng = np.random.default_rng(0)
@@ -62,7 +54,7 @@ def test_predict_on_a_dataset_folder_segments_images_not_masks(model_path, tmp_p
             cv2.imwrite(str(data / p / f"{p}_{k}.png"), rng.integers(0, 255, (40, 48), dtype=np.uint8))
             cv2.imwrite(str(data / p / f"{p}_{k}_mask.png"), np.zeros((40, 48), np.uint8))
     out = tmp_path / "pred"
-    result = CliRunner().invoke(main, ["predict", str(model_path), str(data), "--out", str(out),
+    result = CliRunner().invoke(main, ["predict", str(saved_binary_model), str(data), "--out", str(out),
                                        "--no-overlays", "--tile-size", "32", "--probabilities"])
     assert result.exit_code == 0, result.output
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
@@ -78,27 +70,27 @@ def test_predict_on_a_dataset_folder_segments_images_not_masks(model_path, tmp_p
         cv2.imwrite(str(dsb / sid / "images" / f"{sid}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
         for k in range(3):
             cv2.imwrite(str(dsb / sid / "masks" / f"m{k}.png"), np.zeros((32, 32), np.uint8))
-    result = CliRunner().invoke(main, ["predict", str(model_path), str(dsb), "--out", str(tmp_path / "o2"),
+    result = CliRunner().invoke(main, ["predict", str(saved_binary_model), str(dsb), "--out", str(tmp_path / "o2"),
                                        "--no-overlays", "--tile-size", "32"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["a1.png", "b2.png"]
 
 
-def test_predict_reports_bad_inputs(model_path, tmp_path):
+def test_predict_reports_bad_inputs(saved_binary_model, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
-    result = CliRunner().invoke(main, ["predict", str(model_path), str(bad), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(main, ["predict", str(saved_binary_model), str(bad), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "broken.png" in result.output
-    result = CliRunner().invoke(main, ["predict", str(model_path), str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(main, ["predict", str(saved_binary_model), str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "nope" in result.output
 
 
-def test_evaluate_matches_a_numpy_reference(cells, model_path, tmp_path):
+def test_evaluate_matches_a_numpy_reference(cells, saved_binary_model, tmp_path):
     pred_dir = tmp_path / "pred"
-    CliRunner().invoke(main, ["predict", str(model_path), str(cells / "val" / "images"),
+    CliRunner().invoke(main, ["predict", str(saved_binary_model), str(cells / "val" / "images"),
                               "--out", str(pred_dir), "--tile-size", "32", "--no-overlays"])
     report = tmp_path / "eval.json"
-    result = CliRunner().invoke(main, ["evaluate", str(model_path), str(cells), "--split", "val",
+    result = CliRunner().invoke(main, ["evaluate", str(saved_binary_model), str(cells), "--split", "val",
                                        "--out", str(report), "--tile-size", "32"])
     assert result.exit_code == 0, result.output
     got = json.loads(report.read_text())

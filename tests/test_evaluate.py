@@ -17,14 +17,6 @@ from unet_tf.evaluate import evaluate_folder, format_evaluation
 from unet_tf.objects import ObjectMetrics, object_diagnosis, relabel_sequential
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory, trained_binary_model):
-    model, _, _ = trained_binary_model
-    path = tmp_path_factory.mktemp("eval_model") / "model.keras"
-    model.save(path)
-    return path
-
-
 def _gapped(ids: np.ndarray) -> np.ndarray:
     """The same objects with ids 1000, 1037, 1074, ... (gaps, largest id >> count)."""
     lut = np.concatenate([[0], 1000 + 37 * np.arange(int(ids.max()))]).astype(np.uint16)
@@ -50,21 +42,21 @@ def _present(folder) -> int:
     return sum(len(np.unique(read_instances(f))) - 1 for f in sorted(folder.iterdir()))
 
 
-def _evaluate(model_path, data, out, *extra):
-    result = CliRunner().invoke(main, ["evaluate", str(model_path), str(data), "--split", "val",
+def _evaluate(saved_binary_model, data, out, *extra):
+    result = CliRunner().invoke(main, ["evaluate", str(saved_binary_model), str(data), "--split", "val",
                                        "--out", str(out), "--tile-size", "32", *extra])
     assert result.exit_code == 0, result.output
     return json.loads(out.read_text()), result.output
 
 
-def test_gapped_ids_are_counted_as_present_and_change_nothing(cells, model_path, tmp_path):
+def test_gapped_ids_are_counted_as_present_and_change_nothing(cells, saved_binary_model, tmp_path):
     gapped = _copy(cells, tmp_path / "gapped", "gapped")
     n_true = _present(cells / "val" / "instances")
     assert _present(gapped / "val" / "instances") == n_true
     largest = sum(int(read_instances(f).max()) for f in (gapped / "val" / "instances").iterdir())
     assert largest > 10 * n_true                                     # what counting max ids gives
-    plain, _ = _evaluate(model_path, cells, tmp_path / "plain.json")
-    got, output = _evaluate(model_path, gapped, tmp_path / "gapped.json")
+    plain, _ = _evaluate(saved_binary_model, cells, tmp_path / "plain.json")
+    got, output = _evaluate(saved_binary_model, gapped, tmp_path / "gapped.json")
     assert got["objects"]["true_objects"] == got["object_metrics"]["n_true"] == n_true
     assert got["objects"] == plain["objects"]
     for key in ("n_true", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "ap", "pq",
@@ -75,12 +67,12 @@ def test_gapped_ids_are_counted_as_present_and_change_nothing(cells, model_path,
     assert "mean AP over IoU 0.5:0.95" in output and "precision" in output
 
 
-def test_object_metrics_are_those_of_the_predicted_instance_maps(cells, model_path, tmp_path):
+def test_object_metrics_are_those_of_the_predicted_instance_maps(cells, saved_binary_model, tmp_path):
     """evaluate scores exactly what ``predict --instances`` writes, with the same options."""
     options = ["--min-size", "10", "--seed-distance", "3", "--instance-method", "watershed"]
-    got, _ = _evaluate(model_path, cells, tmp_path / "eval.json", *options)
+    got, _ = _evaluate(saved_binary_model, cells, tmp_path / "eval.json", *options)
     pred_dir = tmp_path / "pred"
-    result = CliRunner().invoke(main, ["predict", str(model_path), str(cells / "val" / "images"),
+    result = CliRunner().invoke(main, ["predict", str(saved_binary_model), str(cells / "val" / "images"),
                                        "--out", str(pred_dir), "--tile-size", "32", "--instances",
                                        "--no-overlays", *options])
     assert result.exit_code == 0, result.output
@@ -108,18 +100,18 @@ def test_object_metrics_are_those_of_the_predicted_instance_maps(cells, model_pa
         assert per_image[entry["name"]]["tp"] == entry["by_threshold"][0]["tp"]
 
 
-def test_truth_from_mask_components_without_instance_maps(cells, model_path, tmp_path):
+def test_truth_from_mask_components_without_instance_maps(cells, saved_binary_model, tmp_path):
     # The synthetic masks keep a background line between touching cells, so their
     # connected components are the instance maps.
     masks_only = _copy(cells, tmp_path / "masks_only", "remove")
-    with_maps, _ = _evaluate(model_path, cells, tmp_path / "a.json")
-    without, _ = _evaluate(model_path, masks_only, tmp_path / "b.json")
+    with_maps, _ = _evaluate(saved_binary_model, cells, tmp_path / "a.json")
+    without, _ = _evaluate(saved_binary_model, masks_only, tmp_path / "b.json")
     assert without["object_metrics"]["n_true"] == _present(cells / "val" / "instances")
     assert without["objects"] == with_maps["objects"]
     assert without["object_metrics"]["mean_ap"] == with_maps["object_metrics"]["mean_ap"]
 
 
-def test_instance_id_masks_with_gaps(cells, model_path, tmp_path):
+def test_instance_id_masks_with_gaps(cells, saved_binary_model, tmp_path):
     """16-bit instance maps as the masks themselves (cell tracking challenge style)."""
     data = tmp_path / "ctc"
     for split in ("train", "val"):
@@ -133,7 +125,7 @@ def test_instance_id_masks_with_gaps(cells, model_path, tmp_path):
     assert report.spec.mode == "instance"
     n_val = _present(cells / "val" / "instances")
     assert report.summary["objects"]["val"] == {"maps": 2, "objects": n_val}
-    got, _ = _evaluate(model_path, data, tmp_path / "ctc.json")
+    got, _ = _evaluate(saved_binary_model, data, tmp_path / "ctc.json")
     assert got["objects"]["true_objects"] == got["object_metrics"]["n_true"] == n_val
 
 
@@ -175,7 +167,7 @@ def _one_val_instance_map(data):
 
 @pytest.mark.parametrize("change, words", [("another image's", "does not match its mask"),
                                            ("cropped", "instance map size 60x64 differs")])
-def test_instance_map_that_does_not_fit_its_mask_is_refused(cells, model_path, tmp_path, change,
+def test_instance_map_that_does_not_fit_its_mask_is_refused(cells, saved_binary_model, tmp_path, change,
                                                             words):
     data = _copy(cells, tmp_path / "changed")
     target = _one_val_instance_map(data)
@@ -185,7 +177,7 @@ def test_instance_map_that_does_not_fit_its_mask_is_refused(cells, model_path, t
         shutil.copy(sorted((data / "train" / "instances").iterdir())[0], target)
     result = CliRunner().invoke(main, ["check-data", str(data)])
     assert result.exit_code == 1 and target.name in result.output and words in result.output
-    result = CliRunner().invoke(main, ["evaluate", str(model_path), str(data), "--out",
+    result = CliRunner().invoke(main, ["evaluate", str(saved_binary_model), str(data), "--out",
                                        str(tmp_path / "e.json")])
     assert result.exit_code == 1, result.output
     assert str(target) in result.output and words in result.output
@@ -193,7 +185,7 @@ def test_instance_map_that_does_not_fit_its_mask_is_refused(cells, model_path, t
 
 @pytest.mark.parametrize("values, words", [((-3.0, 2.0), "negative ids"),
                                            ((2.5, 1.0), "non-integer ids")])
-def test_negative_or_fractional_ids_are_refused(cells, model_path, tmp_path, values, words):
+def test_negative_or_fractional_ids_are_refused(cells, saved_binary_model, tmp_path, values, words):
     data = _copy(cells, tmp_path / "bad")
     target = _one_val_instance_map(data)
     ids = cv2.imread(str(target), cv2.IMREAD_UNCHANGED).astype(np.float32)
@@ -203,18 +195,18 @@ def test_negative_or_fractional_ids_are_refused(cells, model_path, tmp_path, val
     assert cv2.imwrite(str(bad), ids)
     result = CliRunner().invoke(main, ["check-data", str(data)])
     assert result.exit_code == 1 and bad.name in result.output and words in result.output
-    result = CliRunner().invoke(main, ["evaluate", str(model_path), str(data), "--out",
+    result = CliRunner().invoke(main, ["evaluate", str(saved_binary_model), str(data), "--out",
                                        str(tmp_path / "e.json")])
     assert result.exit_code == 1
     assert str(bad) in result.output and words in result.output
 
 
-def test_prediction_of_another_size_is_refused(cells, model_path, tmp_path, monkeypatch):
+def test_prediction_of_another_size_is_refused(cells, saved_binary_model, tmp_path, monkeypatch):
     import unet_tf.evaluate as evaluate
     real = evaluate.predict_tiled
     monkeypatch.setattr(evaluate, "predict_tiled", lambda *a, **k: real(*a, **k)[:-2])
     with pytest.raises(DatasetError, match=r"masks[/\\]cell_\d+\.png: the prediction is 62x64"):
-        evaluate_folder(model_path, cells, split="val", out=tmp_path / "e.json", tile_size=32)
+        evaluate_folder(saved_binary_model, cells, split="val", out=tmp_path / "e.json", tile_size=32)
 
 
 def test_format_evaluation_names_classes_and_shows_both_means():

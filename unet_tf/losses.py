@@ -122,6 +122,33 @@ class _SegmentationLoss(keras.losses.Loss):
     def compute(self, y_true, y_pred, sample_weight=None):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # The label and weight preparation every loss of the family starts from.
+    def weighted_targets(self, y_true, y_pred, sample_weight):
+        """``(target, weights, valid)`` for pixel-wise losses: one-hot targets, each
+        pixel's weight (the weight map times the class weight, 0 when ignored)
+        and the valid-pixel mask the mean divides by."""
+        target, valid = _to_onehot_and_mask(y_true, y_pred.shape[-1], self.ignore_index)
+        weights = _pixel_weights(valid, sample_weight, as_mask=False)
+        if self.class_weights is not None:
+            weights = weights * _class_weight_map(target, self.class_weights)
+        return target, weights, valid
+
+    def masked_maps(self, y_true, y_pred, sample_weight):
+        """``(probabilities, target)`` with ignored and zero-weight pixels set to 0
+        in both, for losses over whole regions."""
+        target, valid = _to_onehot_and_mask(y_true, y_pred.shape[-1], self.ignore_index)
+        mask = _pixel_weights(valid, sample_weight, as_mask=True)[..., None]
+        return _probabilities(y_pred, self.from_logits) * mask, target * mask
+
+    def class_mean(self, scores, include_background: bool):
+        """Mean of per-class ``scores`` weighted by ``class_weights``; class 0 left
+        out when ``include_background`` is off (softmax outputs only)."""
+        weights = ops.ones_like(scores) if self.class_weights is None else ops.convert_to_tensor(
+            self.class_weights[-scores.shape[0]:], dtype="float32")
+        if not include_background and scores.shape[0] > 1:
+            scores, weights = scores[1:], weights[1:]
+        return ops.sum(scores * weights) / ops.maximum(ops.sum(weights), _EPS)
+
     def get_config(self):
         config = super().get_config()
         config.pop("reduction", None)
@@ -151,10 +178,7 @@ class WeightedCrossEntropy(_SegmentationLoss):
                          class_weights=class_weights, name=name, **kwargs)
 
     def compute(self, y_true, y_pred, sample_weight=None):
-        target, valid = _to_onehot_and_mask(y_true, y_pred.shape[-1], self.ignore_index)
-        weights = _pixel_weights(valid, sample_weight, as_mask=False)
-        if self.class_weights is not None:
-            weights = weights * _class_weight_map(target, self.class_weights)
+        target, weights, valid = self.weighted_targets(y_true, y_pred, sample_weight)
         ce = _cross_entropy(target, y_pred, self.from_logits)
         return ops.sum(weights * ce) / ops.maximum(ops.sum(valid), 1.0)
 
@@ -180,19 +204,12 @@ class DiceLoss(_SegmentationLoss):
         self.include_background = bool(include_background)
 
     def compute(self, y_true, y_pred, sample_weight=None):
-        target, valid = _to_onehot_and_mask(y_true, y_pred.shape[-1], self.ignore_index)
-        mask = _pixel_weights(valid, sample_weight, as_mask=True)[..., None]
-        probs = _probabilities(y_pred, self.from_logits) * mask
-        target = target * mask
+        probs, target = self.masked_maps(y_true, y_pred, sample_weight)
         axes = (0, 1, 2)
         intersection = ops.sum(probs * target, axis=axes)
         denominator = ops.sum(probs, axis=axes) + ops.sum(target, axis=axes)
         dice = (2.0 * intersection + self.smooth) / (denominator + self.smooth)
-        weights = ops.ones_like(dice) if self.class_weights is None else ops.convert_to_tensor(
-            self.class_weights[-dice.shape[0]:], dtype="float32")
-        if not self.include_background and dice.shape[0] > 1:
-            dice, weights = dice[1:], weights[1:]
-        return 1.0 - ops.sum(dice * weights) / ops.maximum(ops.sum(weights), _EPS)
+        return 1.0 - self.class_mean(dice, self.include_background)
 
     def get_config(self):
         config = super().get_config()

@@ -24,8 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .losses import (_EPS, _SegmentationLoss, _class_weight_map, _pixel_weights, _probabilities,
-                     _to_onehot_and_mask)
+from .losses import _EPS, _SegmentationLoss
 
 __all__ = ["FocalLoss", "TverskyLoss", "IoULoss", "MSSSIMLoss", "HybridLoss", "ms_ssim",
            "MSSSIM_POWER_FACTORS"]
@@ -48,25 +47,13 @@ def _log_probabilities(y_pred, from_logits: bool):
 
 
 def _region_terms(loss, y_true, y_pred, sample_weight):
-    """Masked probabilities and targets, and the batch sums ``(tp, fp, fn)`` per class."""
-    target, valid = _to_onehot_and_mask(y_true, y_pred.shape[-1], loss.ignore_index)
-    mask = _pixel_weights(valid, sample_weight, as_mask=True)[..., None]
-    probs = _probabilities(y_pred, loss.from_logits) * mask
-    target = target * mask
+    """The batch sums ``(tp, fp, fn)`` per class of the masked probabilities and targets."""
+    probs, target = loss.masked_maps(y_true, y_pred, sample_weight)
     axes = (0, 1, 2)
     tp = ops.sum(probs * target, axis=axes)
     fp = ops.sum(probs * (1.0 - target), axis=axes)
     fn = ops.sum((1.0 - probs) * target, axis=axes)
     return tp, fp, fn
-
-
-def _class_mean(loss, scores, include_background: bool):
-    """Weighted mean over classes of per-class ``scores`` (as ``DiceLoss`` does)."""
-    weights = ops.ones_like(scores) if loss.class_weights is None else ops.convert_to_tensor(
-        loss.class_weights[-scores.shape[0]:], dtype="float32")
-    if not include_background and scores.shape[0] > 1:
-        scores, weights = scores[1:], weights[1:]
-    return ops.sum(scores * weights) / ops.maximum(ops.sum(weights), _EPS)
 
 
 @keras.saving.register_keras_serializable(package="unet_tf")
@@ -102,10 +89,7 @@ class FocalLoss(_SegmentationLoss):
         return -ops.sum(target * modulating * log_p, axis=-1)
 
     def compute(self, y_true, y_pred, sample_weight=None):
-        target, valid = _to_onehot_and_mask(y_true, y_pred.shape[-1], self.ignore_index)
-        weights = _pixel_weights(valid, sample_weight, as_mask=False)
-        if self.class_weights is not None:
-            weights = weights * _class_weight_map(target, self.class_weights)
+        target, weights, valid = self.weighted_targets(y_true, y_pred, sample_weight)
         return ops.sum(weights * self.pixel_loss(target, y_pred)) / ops.maximum(ops.sum(valid), 1.0)
 
     def get_config(self):
@@ -148,7 +132,7 @@ class TverskyLoss(_SegmentationLoss):
         tp, fp, fn = _region_terms(self, y_true, y_pred, sample_weight)
         index = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
         terms = ops.power(ops.maximum(1.0 - index, 0.0), self.gamma)
-        return _class_mean(self, terms, self.include_background)
+        return self.class_mean(terms, self.include_background)
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "beta": self.beta,
@@ -174,7 +158,7 @@ class IoULoss(_SegmentationLoss):
     def compute(self, y_true, y_pred, sample_weight=None):
         tp, fp, fn = _region_terms(self, y_true, y_pred, sample_weight)
         iou = (tp + self.smooth) / (tp + fp + fn + self.smooth)  # U = TP + FP + FN
-        return 1.0 - _class_mean(self, iou, self.include_background)
+        return 1.0 - self.class_mean(iou, self.include_background)
 
     def get_config(self):
         return {**super().get_config(), "smooth": self.smooth,
@@ -303,15 +287,12 @@ class MSSSIMLoss(_SegmentationLoss):
         return [f / total for f in factors]
 
     def compute(self, y_true, y_pred, sample_weight=None):
-        target, valid = _to_onehot_and_mask(y_true, y_pred.shape[-1], self.ignore_index)
-        mask = _pixel_weights(valid, sample_weight, as_mask=True)[..., None]
-        probs = _probabilities(y_pred, self.from_logits) * mask
-        target = target * mask
+        probs, target = self.masked_maps(y_true, y_pred, sample_weight)
         # The product has a static size if either the prediction or the labels have one.
         scores = ms_ssim(probs, target, 1.0, self.factors_for(probs.shape[1], probs.shape[2]),
                          self.filter_size, self.filter_sigma, self.k1, self.k2)
         per_channel = 1.0 - ops.mean(scores, axis=0)
-        return _class_mean(self, per_channel, include_background=True)
+        return self.class_mean(per_channel, include_background=True)
 
     def get_config(self):
         return {**super().get_config(), "power_factors": list(self.power_factors),

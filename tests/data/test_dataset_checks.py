@@ -7,9 +7,7 @@ Every test writes tiny image files into tmp_path with OpenCV.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -23,29 +21,7 @@ from unet_tf.data.samples import MAX_CLASSES
 from unet_tf.data.weights import unet_weight_map
 from unet_tf.errors import DatasetError
 
-H, W = 6, 8
-
-
-def write(path: Path, arr: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if arr.ndim == 3 and arr.shape[2] == 3:
-        arr = arr[..., ::-1]  # RGB -> BGR for OpenCV
-    assert cv2.imwrite(str(path), np.ascontiguousarray(arr)), path
-    return path
-
-
-def binary_mask(high: int = 255) -> np.ndarray:
-    mask = np.zeros((H, W), np.uint8)
-    mask[: H // 2] = high
-    return mask
-
-
-def make_pairs(root: Path, n: int = 3, mask_fn=binary_mask) -> Path:
-    for i in range(n):
-        write(root / "images" / f"s{i}.png", np.full((H, W, 3), 10 * i, np.uint8))
-        write(root / "masks" / f"s{i}.png", mask_fn())
-    return root
-
+from dataset_writers import H, W, binary_mask, make_pairs, write
 
 def having(items: list[str], text: str) -> list[str]:
     return [p for p in items if text in p]

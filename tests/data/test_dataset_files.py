@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -25,54 +24,9 @@ from unet_tf.data.layouts import find_samples
 from unet_tf.data.split import split_samples
 from unet_tf.errors import DatasetError
 
-H, W = 6, 8
-
+from dataset_writers import H, W, binary_mask, image, make_pairs, png_indexed, write
 
 # --------------------------------------------------------------------------- helpers
-
-
-def write(path: Path, arr: np.ndarray) -> Path:
-    """Writes ``arr`` (RGB order for 3-channel arrays) with cv2, creating folders."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if arr.ndim == 3 and arr.shape[2] == 3:
-        arr = arr[..., ::-1]  # RGB -> BGR for OpenCV
-    assert cv2.imwrite(str(path), np.ascontiguousarray(arr)), path
-    return path
-
-
-def image(value: int = 100, channels: int = 3, dtype=np.uint8, h: int = H, w: int = W):
-    shape = (h, w) if channels == 1 else (h, w, channels)
-    return np.full(shape, value, dtype)
-
-
-def binary_mask(high: int = 255, h: int = H, w: int = W) -> np.ndarray:
-    mask = np.zeros((h, w), np.uint8)
-    mask[: h // 2] = high
-    return mask
-
-
-def make_pairs(root: Path, n: int = 3, mask_fn=binary_mask, mask_name="{i}.png",
-               image_name="{i}.png") -> Path:
-    for i in range(n):
-        write(root / "images" / image_name.format(i=f"s{i}"), image(10 * i))
-        write(root / "masks" / mask_name.format(i=f"s{i}"), mask_fn())
-    return root
-
-
-def png_indexed(path: Path, indices: np.ndarray, palette: list[tuple[int, int, int]]) -> Path:
-    """Writes an 8-bit indexed (palette) PNG by hand, like Pascal VOC masks."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    h, w = indices.shape
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0)
-    plte = bytes(c for rgb in palette for c in rgb)
-    rows = b"".join(b"\x00" + indices[r].astype(np.uint8).tobytes() for r in range(h))
-    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"PLTE", plte)
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
 
 
 def problems_with(report, text: str) -> list[str]:

@@ -2,8 +2,9 @@
 
 ``UNetBase`` holds what every model of the family shares: the constructor
 arguments, the size rules, the output activation, the configuration and the
-multi-worker fixes of ``train_step``/``test_step``. ``UNet`` is the classic
-network; ``unet_tf.models.unetpp.UNetPlusPlus`` the nested one.
+multi-worker fixes of ``train_step``/``test_step``. ``DeepSupervision`` is
+what the models with several trained heads add (``UNetPlusPlus``,
+``UNet3Plus``). ``UNet`` is the classic network.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from keras import layers
 from .. import _keras_compat, sizes
 from .blocks import ConvBlock, DecoderBlock, EncoderBlock
 
-__all__ = ["UNetBase", "UNet", "check_head_weights"]
+__all__ = ["UNetBase", "UNet", "DeepSupervision", "check_head_weights"]
 
 
 class UNetBase(keras.Model):
@@ -153,6 +154,79 @@ def check_head_weights(weights, heads: int, deep_supervision: bool, which: str):
     if min(weights) < 0 or sum(weights) <= 0:
         raise ValueError(f"head_weights must be >= 0 with a positive sum, got {weights}")
     return weights
+
+
+class DeepSupervision:
+    """What the deep-supervised models (U-Net++, U-Net 3+) share; mixed in before
+    :class:`UNetBase`.
+
+    In training their call returns a list: the heads' outputs, then any extra
+    outputs (:meth:`_split_training_outputs` says which). ``compute_loss``
+    weighs the heads with :attr:`normalized_head_weights` and adds
+    :meth:`_extra_loss`; ``compute_metrics`` sees the inference output that
+    :meth:`_inference_output` builds from them, so Keras's own ``train_step``
+    does the rest. Subclasses set ``deep_supervision``, ``head_weights`` and
+    ``inference_mode``, and implement ``_supervised_heads`` and ``_combine``.
+    """
+
+    def _supervised_heads(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def normalized_head_weights(self) -> list[float]:
+        """The heads' loss weights, summing to 1, in the order of ``heads()``."""
+        if not self.deep_supervision:
+            return [1.0]
+        weights = self.head_weights or [1.0] * self._supervised_heads()
+        total = sum(weights)
+        return [w / total for w in weights]
+
+    @staticmethod
+    def _average(heads: list):
+        total = heads[0]
+        for head in heads[1:]:
+            total = total + head
+        return total * (1.0 / len(heads))  # ADD and MUL: builtin TFLite ops
+
+    def with_inference_mode(self, mode):
+        """A copy of this model, with the same weights, that infers with ``mode``."""
+        clone = type(self).from_config({**self.get_config(), "inference_mode": mode})
+        if not clone.built:
+            clone.build((None, None, None, self.in_channels))
+        clone.set_weights(self.get_weights())
+        return clone
+
+    # -- training ---------------------------------------------------------
+    def _split_training_outputs(self, outputs) -> tuple[list, object]:
+        """``(heads, extra)`` from what a training call returned (extra: None)."""
+        return list(outputs), None
+
+    def _extra_loss(self, y, extra):
+        raise NotImplementedError
+
+    def _inference_output(self, heads: list, extra):
+        return self._combine(heads)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled loss; for the training outputs, ``sum_k w_k * loss(y, head_k)``
+        with the normalised head weights (model losses such as regularisers are
+        added once, since the weights sum to 1), plus :meth:`_extra_loss`."""
+        if not isinstance(y_pred, (list, tuple)):
+            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        heads, extra = self._split_training_outputs(y_pred)
+        total = None
+        for weight, head in zip(self.normalized_head_weights, heads):
+            term = weight * super().compute_loss(x, y, head, sample_weight, training=training)
+            total = term if total is None else total + term
+        if extra is not None:
+            total = total + self._extra_loss(y, extra)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Metrics see the inference output, built from the training outputs."""
+        if isinstance(y_pred, (list, tuple)):
+            y_pred = self._inference_output(*self._split_training_outputs(y_pred))
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
 @keras.saving.register_keras_serializable(package="unet_tf")

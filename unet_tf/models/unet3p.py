@@ -30,7 +30,7 @@ import keras
 from keras import layers, ops
 
 from .blocks import ConvBlock, EncoderBlock, _initializer_config
-from .unet import UNetBase, check_head_weights
+from .unet import DeepSupervision, UNetBase, check_head_weights
 
 __all__ = ["UNet3Plus", "ConvBNAct", "FullScaleNode", "BilinearResize"]
 
@@ -217,7 +217,7 @@ def image_labels(y, ignore_index=255):
 
 
 @keras.saving.register_keras_serializable(package="unet_tf")
-class UNet3Plus(UNetBase):
+class UNet3Plus(DeepSupervision, UNetBase):
     """U-Net 3+ for semantic segmentation (Huang et al., 2020).
 
     Args:
@@ -312,14 +312,8 @@ class UNet3Plus(UNetBase):
         self._build_if_channels_known()
 
     # -- structure --------------------------------------------------------
-    @property
-    def normalized_head_weights(self) -> list[float]:
-        """The heads' loss weights, summing to 1, in the order of :meth:`heads`."""
-        if not self.deep_supervision:
-            return [1.0]
-        weights = self.head_weights or [1.0] * (self.depth + 1)
-        total = sum(weights)
-        return [w / total for w in weights]
+    def _supervised_heads(self) -> int:
+        return self.depth + 1
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -424,10 +418,7 @@ class UNet3Plus(UNetBase):
 
     def _combine(self, heads: list):
         if self.inference_mode == "average":
-            total = heads[0]
-            for head in heads[1:]:
-                total = total + head
-            return total * (1.0 / len(heads))  # ADD and MUL: builtin TFLite ops
+            return self._average(heads)
         return heads[-1]
 
     def get_config(self):
@@ -438,35 +429,19 @@ class UNet3Plus(UNetBase):
                       inference_mode=self.inference_mode, cgm=self.cgm)
         return config
 
-    def with_inference_mode(self, mode) -> "UNet3Plus":
-        """A copy of this model, with the same weights, that infers with ``mode``."""
-        clone = type(self).from_config({**self.get_config(), "inference_mode": mode})
-        if not clone.built:
-            clone.build((None, None, None, self.in_channels))
-        clone.set_weights(self.get_weights())
-        return clone
-
     # -- training ---------------------------------------------------------
-    def _split(self, y_pred):
+    def _split_training_outputs(self, outputs):
         """``(heads, presence)`` from what a training call returned."""
         if self.cgm:
-            return list(y_pred[:-1]), y_pred[-1]
-        return list(y_pred), None
+            return list(outputs[:-1]), outputs[-1]
+        return list(outputs), None
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The compiled loss; for the training outputs, ``sum_k w_k * loss(y, head_k)``
-        with the normalised head weights, plus, with the CGM, its binary
-        cross-entropy against the image-level labels of ``y``."""
-        if not isinstance(y_pred, (list, tuple)):
-            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        heads, presence = self._split(y_pred)
-        total = None
-        for weight, head in zip(self.normalized_head_weights, heads):
-            term = weight * super().compute_loss(x, y, head, sample_weight, training=training)
-            total = term if total is None else total + term
-        if presence is not None:
-            total = total + self.cgm_loss(y, presence)
-        return total
+    def _extra_loss(self, y, presence):
+        return self.cgm_loss(y, presence)
+
+    def _inference_output(self, heads, presence):
+        output = self._combine(heads)
+        return output if presence is None else self.gate(output, presence)
 
     def cgm_loss(self, y, presence):
         """Binary cross-entropy of the CGM's ``(absent, present)`` outputs, mean over the batch."""
@@ -477,12 +452,3 @@ class UNet3Plus(UNetBase):
         p = ops.clip(ops.cast(presence, "float32"), 1e-7, 1.0 - 1e-7)
         bce = -(target * ops.log(p) + (1.0 - target) * ops.log(1.0 - p))
         return _scale_for_replicas(ops.mean(bce))
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """Metrics see the inference output, built from the training outputs."""
-        if isinstance(y_pred, (list, tuple)):
-            heads, presence = self._split(y_pred)
-            y_pred = self._combine(heads)
-            if presence is not None:
-                y_pred = self.gate(y_pred, presence)
-        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)

@@ -24,7 +24,7 @@ from keras import layers, ops
 
 from .. import sizes
 from .blocks import ConvBlock, DecoderBlock, EncoderBlock, center_crop
-from .unet import UNetBase, check_head_weights
+from .unet import DeepSupervision, UNetBase, check_head_weights
 
 __all__ = ["UNetPlusPlus"]
 
@@ -48,7 +48,7 @@ def _check_inference_mode(mode, depth: int, deep_supervision: bool):
 
 
 @keras.saving.register_keras_serializable(package="unet_tf")
-class UNetPlusPlus(UNetBase):
+class UNetPlusPlus(DeepSupervision, UNetBase):
     """U-Net++ for semantic segmentation, built from the U-Net's blocks.
 
     Args:
@@ -125,14 +125,8 @@ class UNetPlusPlus(UNetBase):
         smallest = sizes.nearest_valid_input_sizes(1, self.depth, "valid")[1]
         return smallest - sizes.output_size(smallest, self.depth, "valid")
 
-    @property
-    def normalized_head_weights(self) -> list[float]:
-        """The heads' loss weights, summing to 1 (one per head)."""
-        if not self.deep_supervision:
-            return [1.0]
-        weights = self.head_weights or [1.0] * self.depth
-        total = sum(weights)
-        return [w / total for w in weights]
+    def _supervised_heads(self) -> int:
+        return self.depth
 
     # -- keras ------------------------------------------------------------
     def build(self, input_shape):
@@ -219,10 +213,7 @@ class UNetPlusPlus(UNetBase):
     def _combine(self, heads: list):
         """The inference output from the heads' outputs (see ``inference_mode``)."""
         if self.inference_mode == "average":
-            total = heads[0]
-            for head in heads[1:]:
-                total = total + head
-            return total * (1.0 / len(heads))  # ADD and MUL: builtin TFLite ops
+            return self._average(heads)
         if self.inference_mode == "final" or not self.deep_supervision:
             return heads[-1]
         return heads[self.inference_mode - 1]
@@ -233,30 +224,3 @@ class UNetPlusPlus(UNetBase):
                       head_weights=None if self.head_weights is None else list(self.head_weights),
                       inference_mode=self.inference_mode)
         return config
-
-    def with_inference_mode(self, mode) -> "UNetPlusPlus":
-        """A copy of this model, with the same weights, that infers with ``mode``."""
-        clone = type(self).from_config({**self.get_config(), "inference_mode": mode})
-        if not clone.built:
-            clone.build((None, None, None, self.in_channels))
-        clone.set_weights(self.get_weights())
-        return clone
-
-    # -- training ---------------------------------------------------------
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The compiled loss; for a list of head outputs, ``sum_k w_k * loss(y, head_k)``
-        with the normalised head weights (model losses such as regularisers are
-        added once, since the weights sum to 1)."""
-        if not isinstance(y_pred, (list, tuple)):
-            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        total = None
-        for weight, head in zip(self.normalized_head_weights, y_pred):
-            term = weight * super().compute_loss(x, y, head, sample_weight, training=training)
-            total = term if total is None else total + term
-        return total
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """Metrics see the inference output, built from the heads in training."""
-        if isinstance(y_pred, (list, tuple)):
-            y_pred = self._combine(list(y_pred))
-        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
