@@ -73,12 +73,12 @@ def choose_loss(fp: Fingerprint) -> dict:
         return dict(loss="wce", weight_map=True, class_weights="balanced",
                     class_weights_reason=f"the weight map's w_c balances each image's classes "
                                          f"(frequencies {freqs})",
-                    reason=(f"{touching:.0%} of the objects ({fp.objects_source}) touch another one "
+                    reason=(f"{touching:.1%} of the objects ({fp.objects_source}) touch another one "
                             f"(>= {TOUCHING_SHARE_WCE:.0%}): the paper's weight map separates them"))
     rare = [k for k, f in enumerate(fp.class_frequency) if 0 < f < RARE_CLASS_FREQUENCY]
     why = (f"classes are imbalanced ({', '.join(fp.class_name(k) for k in rare)} under "
            f"{RARE_CLASS_FREQUENCY:.0%})" if rare else "classes are balanced")
     return dict(loss="dice_ce", weight_map=False, class_weights=None,
                 class_weights_reason=f"none: the dice term weighs every class equally (frequencies {freqs})",
-                reason=(f"{why} and few objects touch ({touching:.0%} < {TOUCHING_SHARE_WCE:.0%}): "
+                reason=(f"{why} and few objects touch ({touching:.1%} < {TOUCHING_SHARE_WCE:.0%}): "
                         "dice + cross-entropy"))

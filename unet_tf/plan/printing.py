@@ -29,7 +29,7 @@ def _fingerprint_lines(fp: Fingerprint) -> list[str]:
         "classes         " + ", ".join(f"{fp.class_name(k)} {f:.2%}" for k, f in enumerate(fp.class_frequency))
         + (f"; void {fp.void_share:.1%}" if fp.void_share else ""),
         f"objects         {fp.objects_per_image['median']:g} per image (median, {fp.objects_source}, "
-        f"{fp.object_images} images), {fp.touching_share:.0%} touching"
+        f"{fp.object_images} images), {fp.touching_share:.1%} touching"
         + (f", diameter {fp.object_diameter:.3g} px" if fp.object_diameter else ""),
     ]
     return lines
