@@ -420,3 +420,21 @@ def test_the_planner_does_not_import_tensorflow():
     code = ("import sys, unet_tf.plan; "
             "sys.exit(any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_size_timed_exactly_keeps_its_measured_time():
+    """Step times scaled from the reference tile give way to an exact measurement of
+    the chosen size (autoplan times it), and the steps follow the measured time."""
+    fp = _sized_fp(400, 400, n=12)
+
+    def timer(depth, filters, tile, batch):
+        return 0.05 * (tile * tile * batch) / (128 * 128 * 8) * filters / 16
+    timer.measured = {}
+    first = P.make_plan(fp, time_budget_s=900, memory_budget_bytes=8 * GiB, seconds_per_step=timer)
+    chosen = tuple(int(first[k]) for k in ("depth", "base_filters", "tile_size", "batch_size"))
+    timer.measured[chosen] = 1.25 * first.details["seconds_per_step"]
+    second = P.make_plan(fp, time_budget_s=900, memory_budget_bytes=8 * GiB, seconds_per_step=timer)
+    assert tuple(int(second[k]) for k in ("depth", "base_filters", "tile_size", "batch_size")) == chosen
+    assert second.details["seconds_per_step"] == pytest.approx(timer.measured[chosen])
+    assert second["steps"] < first["steps"]
+    assert second.details["train_seconds"] <= first.details["train_seconds"] * 1.01

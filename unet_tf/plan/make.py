@@ -217,10 +217,15 @@ def _tile_for_steps(fp, estimate, ref, depth, padding, max_tile, time_budget_s, 
 
 def _scaled_from(estimate, depth: int, ref):
     """Step times of the reference width scale with the input area; other widths
-    are measured (or estimated) as they are."""
+    are measured (or estimated) as they are. A size the timer has measured
+    exactly (its ``measured`` dict) keeps its measured time."""
     seconds = float(estimate(depth, DEFAULT_BASE_FILTERS, *ref))
+    measured = getattr(estimate, "measured", {})
 
     def scaled(d, filters, tile, batch):
+        known = measured.get((int(d), int(filters), int(tile), int(batch)))
+        if known is not None:
+            return known
         if d == depth and filters == DEFAULT_BASE_FILTERS:
             return seconds * (tile * tile * batch) / (ref[0] ** 2 * ref[1])
         return estimate(d, filters, tile, batch)
