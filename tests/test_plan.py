@@ -332,7 +332,7 @@ def test_parse_duration_and_bytes():
 def test_schedule_follows_the_budget_and_warms_up():
     s = P.plan_schedule(0.1, 900)
     assert s["steps"] == s["epochs"] * s["steps_per_epoch"]
-    train = 900 - P.STARTUP_S - (P.VALIDATION_SHARE + P.REPORT_SHARE) * 900
+    train = 900 - P.STARTUP_S - P.VALIDATION_SHARE * 900 - P.report_reserve(900)
     assert train / 0.1 - s["epochs"] <= s["steps"] <= train / 0.1
     assert P.MIN_VALIDATIONS <= s["epochs"] <= P.MAX_VALIDATIONS
     lr = s["lr_schedule"]

@@ -37,6 +37,8 @@ VALIDATION_SHARE = 0.08
 #: was scaled from another tile (a street look-alike trained 13% slower per step
 #: at 208 px than its 128 px time scaled by area); the extra timing takes 5-10 s.
 EXACT_TIMING_BUDGET_S = 240.0
+#: Whole validation images the run's sample figure predicts after the report.
+FIGURE_IMAGES = 4
 #: Training images the fingerprint reads at most (spread evenly): enough for
 #: stable statistics, and bounded time on large datasets.
 FINGERPRINT_IMAGES = 300
@@ -251,7 +253,8 @@ def report_image_cap(config: TrainConfig, plan: Plan | None, items,
     per_image = mean_pixels * seconds_per_pixel * 1.5  # tile overlap and borders
     if seconds is None:
         seconds = REPORT_SHARE * time_budget_seconds(config.time_budget)
-    allowed = max(seconds, 0.0) / max(per_image, 1e-6)
+    # The figures predict FIGURE_IMAGES more whole images after the report.
+    allowed = max(seconds, 0.0) / max(per_image, 1e-6) - FIGURE_IMAGES
     return max(1, int(allowed)) if allowed < len(items) else None
 
 

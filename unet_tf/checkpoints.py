@@ -205,7 +205,8 @@ class TimeBudget(keras.callbacks.Callback):
     the last one took; ``first_epoch_end_s`` before any was measured) and
     ``reserve_s`` for what follows training (the final report). An epoch cut
     short is validated and committed like any other, so the run still ends
-    with a checkpoint and a report.
+    with a checkpoint and a report. Under multi-worker training the workers
+    agree on the batch to stop at (see :meth:`_agreed`).
     """
 
     def __init__(self, deadline: float, reserve_s: float = 0.0, first_epoch_end_s: float = 5.0,
@@ -218,9 +219,24 @@ class TimeBudget(keras.callbacks.Callback):
         self.log = log
         self.stopped_at = None
         self._batch_started = self._validation_started = None
+        self._traced = False
 
-    def _left(self) -> float:
-        return self.deadline - time.monotonic()
+    def _must_stop(self) -> tuple[bool, float]:
+        left = self.deadline - time.monotonic()
+        return self._agreed(left - self.step_s <= self.epoch_end_s + self.reserve_s), left
+
+    def _agreed(self, stop: bool) -> bool:
+        """``stop`` of any worker (a sum over the workers) under multi-worker training: each
+        worker has its own clock and timings (only the chief writes checkpoints), and one
+        that stopped alone would leave the others waiting in their next all-reduce."""
+        strategy = getattr(self.model, "distribute_strategy", None)
+        resolver = getattr(strategy, "cluster_resolver", None)
+        spec = resolver.cluster_spec() if resolver is not None else None
+        if spec is None or sum(spec.num_tasks(job) for job in spec.jobs) <= 1:
+            return stop
+        import tensorflow as tf
+        flags = strategy.run(lambda: tf.constant(int(stop), tf.int32))
+        return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None).numpy() > 0)
 
     def _stop(self, where, left: float, validated: bool) -> None:
         self.stopped_at = where
@@ -234,11 +250,13 @@ class TimeBudget(keras.callbacks.Callback):
         self._batch_started = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._batch_started is not None:
+        if self._traced:  # the first batch of a fit includes tracing: not a step time
             self.step_s = time.monotonic() - self._batch_started
-        left = self._left()
-        if self.stopped_at is None and left - self.step_s <= self.epoch_end_s + self.reserve_s:
-            self._stop(batch + 1, left, validated=False)
+        self._traced = True
+        if self.stopped_at is None:
+            stop, left = self._must_stop()
+            if stop:
+                self._stop(batch + 1, left, validated=False)
 
     def on_test_begin(self, logs=None):
         self._validation_started = time.monotonic()
@@ -246,10 +264,12 @@ class TimeBudget(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._validation_started is not None:
             self.epoch_end_s = max(self.epoch_end_s, time.monotonic() - self._validation_started)
-        left = self._left()
-        # Another epoch would run at least a step and a validation before stopping.
-        if self.stopped_at is None and left - self.step_s <= self.epoch_end_s + self.reserve_s:
-            self._stop("end of epoch", left, validated=True)
+        last = epoch + 1 >= self.params.get("epochs", math.inf)
+        if self.stopped_at is None and not last:
+            # Another epoch would run at least a step and a validation before stopping.
+            stop, left = self._must_stop()
+            if stop:
+                self._stop("end of epoch", left, validated=True)
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._validation_started is not None:  # validation + checkpoint of the last epoch

@@ -244,6 +244,9 @@ def evaluate_folder(model, data, *, split=None, out=None, tile_size=None, thresh
         "class_names": spec.class_names, **counts.scores(),
         "objects": diagnosis, "object_metrics": objects_report, "per_image": per_image,
     }
+    if split_name == "train":
+        result["note"] = ("no held-out images in the data: these are scores on training images, "
+                          "which overstate what the model does on new ones")
     report_path = Path(out) if out else (Path(model).parent if isinstance(model, (str, Path))
                                          else Path(".")) / "evaluation.json"
     report_path.parent.mkdir(parents=True, exist_ok=True)
@@ -300,4 +303,5 @@ def format_evaluation(result: dict) -> str:
     metrics and what became of the true objects."""
     lines = [f"{result['images']} images ({result['split']})", _pixel_table(result),
              f"pixel accuracy {_fmt(result['pixel_accuracy'])}"]
-    return "\n".join(lines + _object_lines(result))
+    note = [f"Note: {result['note']}"] if result.get("note") else []
+    return "\n".join(lines + _object_lines(result) + note)

@@ -41,13 +41,14 @@ from .checkpoints import (CHECKPOINT_DIR, STATE_FILE, RunCheckpoint, RunState, S
                           StopOnNaN, TimeBudget, publish, read_state)
 from .data import pipeline as data_lib
 from .data.streaming import data_errors, open_data
-from .autoplan import (chosen_normalisation, memory_budget_bytes, plan_run, report_image_cap,
+from .autoplan import (FIGURE_IMAGES, chosen_normalisation, memory_budget_bytes, plan_run, report_image_cap,
                        time_budget_seconds, validation_tile_cap)
 from .errors import TrainingDiverged
 from .files import atomic_write_json
 from .inference import predict_tiled, to_labels
 from .models import ARCHITECTURES, UNetBase
-from .plan import REPORT_SHARE, Plan, format_plan, normalisation_spec
+from .plan import (FINISH_S, VALIDATION_SHARE, Plan, format_plan, normalisation_spec,
+                   report_reserve)
 from .run import RunRecord
 from .runtimes import KerasRuntime
 
@@ -66,9 +67,8 @@ class TrainResult:
     finished_before: bool = False
 
 
-#: Seconds a time-bounded run keeps, beyond the report's predictions, for loading
-#: the best model, writing the report and drawing the figures.
-FINISH_S = 10.0
+#: Seconds the first validation of a run may add for tracing the test function.
+TRACE_S = 5.0
 
 
 # --------------------------------------------------------------------------- setup
@@ -269,7 +269,7 @@ def _history_from_csv(path: Path) -> dict:
 
 def _write_figures(out: Path, model, bundle, history: dict, tile_size) -> None:
     plots.draw_curves(history, out / "curves.png")
-    items = bundle.val[:4] or bundle.train[:4]
+    items = bundle.val[:FIGURE_IMAGES] or bundle.train[:FIGURE_IMAGES]
     colors = plots.class_colors(bundle.spec.num_labels, bundle.spec.palette)
     runtime = KerasRuntime(model)
     images = [it.image for it in items]
@@ -426,8 +426,7 @@ def _train_in(config: TrainConfig, strategy, chief: bool, out: Path, explicit: s
         return _finish(out, bundle, config) if chief else TrainResult(out, {}, {}, Path(), Path())
     callbacks, nan_guard, checkpoint = _callbacks(config, out, chief, state)
     if deadline is not None:  # training stops in time for the last validation and the report
-        callbacks.append(TimeBudget(deadline, reserve_s=_report_reserve(config),
-                                    log=_log if chief else (lambda *_: None)))
+        callbacks.append(_time_guard(config, plan, deadline, chief))
     clock = StepClock()
     callbacks.append(clock)
     fit_started = time.monotonic()
@@ -449,9 +448,16 @@ def _train_in(config: TrainConfig, strategy, chief: bool, out: Path, explicit: s
     return _finish(out, bundle, config, timing, cap)
 
 
-def _report_reserve(config: TrainConfig) -> float:
-    """Seconds a time-bounded run keeps after training for its report and figures."""
-    return REPORT_SHARE * time_budget_seconds(config.time_budget) + FINISH_S
+def _time_guard(config: TrainConfig, plan: Plan | None, deadline: float, chief: bool) -> TimeBudget:
+    """The callback that ends training in time for the last validation and the report,
+    with the reserve the plan kept (fixed runs: the same rule on the whole budget)."""
+    budget = time_budget_seconds(config.time_budget)
+    details = plan.details if plan is not None else {}
+    reserve = details.get("report_reserve_s") or report_reserve(budget)
+    # The first validation also traces the test function.
+    first_validation = details.get("validation_s") or VALIDATION_SHARE * budget / max(config.epochs, 1)
+    return TimeBudget(deadline, reserve_s=reserve, first_epoch_end_s=first_validation + TRACE_S,
+                      log=_log if chief else (lambda *_: None))
 
 
 def _diverged_message(config: TrainConfig, nan_guard, checkpoint, out: Path) -> str:

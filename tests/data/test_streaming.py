@@ -201,6 +201,8 @@ def _evaluate_and_calibrate_from_shards(cells, out, run):
     assert from_shards["dice"] == pytest.approx(from_folder["dice"], abs=1e-9)
     assert from_shards["object_metrics"]["n_true"] == from_folder["object_metrics"]["n_true"] > 0
     assert evaluate_folder(run / "best.keras", out, out=run / "v.json")["split"] == "val"
+    assert "training images" in evaluate_folder(run / "best.keras", out, split="train",
+                                                out=run / "tr.json")["note"]
     with pytest.raises(DatasetError, match="no images in split test"):
         evaluate_folder(run / "best.keras", out, split="test", out=run / "t.json")
     bundle = _calibration_items(run / "best.keras", model_sidecar(run / "best.keras"))

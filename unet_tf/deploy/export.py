@@ -30,7 +30,7 @@ from .. import sizes
 from ..errors import ExportError
 from ..files import atomic_write_json
 from ..tables import format_table
-from ..run import find_run, load_run, model_sidecar
+from ..run import find_run, legacy_normalisation, load_run, model_sidecar
 from ..runtimes import load_keras_model
 from .saved_model import (atomic_dir_replace, export_metadata, float32_clone, is_float32,
                           next_version, saved_model_cli, verify_saved_model, write_saved_model,
@@ -101,8 +101,8 @@ def _calibration_items(model_path: Path, info: dict):
                        **settings)
     if info.get("normalisation"):
         bundle.renormalise(info["normalisation"])
-    elif info.get("input_scale"):
-        bundle.renormalise({"scheme": "scale", "scale": float(info["input_scale"])})
+    elif info.get("input_scale"):  # an older model that recorded only its scale factor
+        bundle.renormalise(legacy_normalisation(float(info["input_scale"])))
     return bundle
 
 

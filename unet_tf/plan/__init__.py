@@ -116,6 +116,7 @@ from .schedule import (
     DEFAULT_LEARNING_RATE,
     FEW_STEPS_WARNING,
     FINAL_LR_FRACTION,
+    FINISH_S,
     MAX_VALIDATIONS,
     MAX_WARMUP_STEPS,
     MIN_STEPS,
@@ -127,6 +128,7 @@ from .schedule import (
     WARMUP_SHARE,
     learning_rate_at,
     plan_schedule,
+    report_reserve,
 )
 from .streaming import SIGN_EPS
 
@@ -158,6 +160,7 @@ __all__ = [
     "parse_bytes",
     "parse_duration",
     "plan_schedule",
+    "report_reserve",
     "training_memory_bytes",
     "whole_image_tile",
     # named constants (thresholds and defaults, documented where they are defined)
@@ -175,6 +178,7 @@ __all__ = [
     "FEW_STEPS_WARNING",
     "FILTER_CANDIDATES",
     "FINAL_LR_FRACTION",
+    "FINISH_S",
     "GRADIENT_FACTOR",
     "INTENSITY_VARIATION_MAX",
     "MAX_DEPTH",

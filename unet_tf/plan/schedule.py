@@ -12,8 +12,11 @@ STARTUP_S = 15.0
 #: Share of the budget kept for validation passes and checkpoints.
 VALIDATION_SHARE = 0.10
 #: Share of the budget kept for the final report on whole validation images
-#: (the run ends within its budget, report and figures included).
+#: (the run ends within its budget, report and figures included) ...
 REPORT_SHARE = 0.06
+#: ... and the seconds on top of it for loading the best model, writing the
+#: report and drawing the figures.
+FINISH_S = 10.0
 #: Fewer steps than this cannot train anything: an error naming --time-budget.
 MIN_STEPS = 20
 #: Fewer steps than this train, but the plan warns that the model will be weak.
@@ -34,9 +37,14 @@ FINAL_LR_FRACTION = 0.01
 DEFAULT_LEARNING_RATE = 1e-3
 
 
+def report_reserve(time_budget_s: float) -> float:
+    """Seconds kept after training for the report and the figures."""
+    return REPORT_SHARE * time_budget_s + FINISH_S
+
+
 def default_overhead(time_budget_s: float) -> float:
     """What the budget keeps apart from training steps."""
-    return STARTUP_S + (VALIDATION_SHARE + REPORT_SHARE) * time_budget_s
+    return STARTUP_S + VALIDATION_SHARE * time_budget_s + report_reserve(time_budget_s)
 
 
 def split_epochs(steps: int, train_s: float | None, val_every_s: float | None,
@@ -81,7 +89,7 @@ def plan_schedule(seconds_per_step: float, time_budget_s: float, *, overhead_s: 
 
     ``steps = floor((time_budget_s - overhead_s) / seconds_per_step)``,
     independent of the number of images. The default overhead is
-    ``STARTUP_S + (VALIDATION_SHARE + REPORT_SHARE) * time_budget_s``. An "epoch" is a
+    ``STARTUP_S + VALIDATION_SHARE * time_budget_s`` plus :func:`report_reserve`. An "epoch" is a
     validation/checkpoint interval: ``round(train time / val_every_s)`` of them,
     or ``TARGET_VALIDATIONS``, clamped to [MIN_VALIDATIONS, MAX_VALIDATIONS].
     ``steps`` is rounded down to whole epochs. The schedule is a linear
@@ -109,7 +117,8 @@ def plan_schedule(seconds_per_step: float, time_budget_s: float, *, overhead_s: 
     if steps < min_steps:
         needed = overhead + min_steps * seconds_per_step
         if overhead_s is None:  # the default overhead grows with the budget
-            needed = (STARTUP_S + min_steps * seconds_per_step) / (1 - VALIDATION_SHARE - REPORT_SHARE)
+            needed = (STARTUP_S + FINISH_S + min_steps * seconds_per_step) / (
+                1 - VALIDATION_SHARE - REPORT_SHARE)
         raise ValueError(
             f"--time-budget {format_seconds(time_budget_s)} is too short: after {format_seconds(overhead)} of "
             f"start-up, validation and the report it leaves {max(steps, 0)} steps of {seconds_per_step:.3g}s "
