@@ -22,7 +22,7 @@ venv: $(STAMP)
 # The demo owns $(DEMO): a new `make demo` starts it afresh.
 demo: venv
 	rm -rf $(DEMO)
-	$(BIN)/python train.py --out $(DEMO) --time-budget 4m
+	$(BIN)/python train.py --out $(DEMO) --time-budget 4m30s
 	$(BIN)/python export.py $(DEMO) --out $(DEMO)/exports
 	$(BIN)/unet-tf predict $(DEMO) $(DEMO)/data/val/images --out $(DEMO)/predictions
 
