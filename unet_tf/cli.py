@@ -160,12 +160,20 @@ def _stored_config(values: dict) -> dict:
               help="YAML or JSON file of options (keys as below, '-' or '_'); command-line options win.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
               help="paper: the 2015 paper's configuration; small: the quick demo model.")
+@click.option("--stream/--in-memory", "stream", default=None,
+              help="Shorthand for --data-path stream / --data-path memory.")
 @_train_options
 @click.pass_context
 @_user_errors
-def train_command(ctx, config_file, preset, **values):
+def train_command(ctx, config_file, preset, stream, **values):
     """Train a U-Net; with no options, a small one on the built-in synthetic cells."""
     config, explicit = resolve_train_config(ctx, preset, config_file, values)
+    if stream is not None:
+        chosen = "stream" if stream else "memory"
+        if "data_path" in explicit and config.data_path != chosen:
+            raise click.UsageError(f"--{'stream' if stream else 'in-memory'} contradicts "
+                                   f"--data-path {config.data_path}; give one of them")
+        config, explicit = config.replace(data_path=chosen), explicit | {"data_path"}
     _start_tensorflow()
     from .training import train
     result = train(config, explicit)

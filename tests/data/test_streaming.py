@@ -389,3 +389,14 @@ def test_the_report_cap_of_a_streamed_split_decodes_no_image(cells, monkeypatch)
     config = TrainConfig(tile_size=32, batch_size=1, time_budget="1m")
     assert report_image_cap(config, plan, bundle.train) == 1       # 4 images, 1 within the share
     assert report_image_cap(config.replace(time_budget="10h"), plan, bundle.train) is None
+
+
+def test_stream_and_in_memory_flags_choose_the_path(cells, tmp_path):
+    result = CliRunner().invoke(main, ["train", "--data", str(cells), "--out", str(tmp_path / "s"),
+                                       "--stream", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "--data-path stream: streamed" in result.output
+    result = CliRunner().invoke(main, ["train", "--data", str(cells), "--out", str(tmp_path / "m"),
+                                       "--in-memory", "--data-path", "stream", *TINY])
+    assert result.exit_code == 2 and "contradicts --data-path stream" in result.output
+    assert not (tmp_path / "m").exists()
