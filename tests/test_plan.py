@@ -438,3 +438,8 @@ def test_a_size_timed_exactly_keeps_its_measured_time():
     assert second.details["seconds_per_step"] == pytest.approx(timer.measured[chosen])
     assert second["steps"] < first["steps"]
     assert second.details["train_seconds"] <= first.details["train_seconds"] * 1.01
+
+
+def test_a_share_just_below_the_touching_limit_reads_as_below_it():
+    from unet_tf.plan.classes import _percent_below
+    assert _percent_below(0.0996, 0.10) == "9.96%" and _percent_below(0.05, 0.10) == "5.0%"

@@ -80,5 +80,15 @@ def choose_loss(fp: Fingerprint) -> dict:
            f"{RARE_CLASS_FREQUENCY:.0%})" if rare else "classes are balanced")
     return dict(loss="dice_ce", weight_map=False, class_weights=None,
                 class_weights_reason=f"none: the dice term weighs every class equally (frequencies {freqs})",
-                reason=(f"{why} and few objects touch ({touching:.1%} < {TOUCHING_SHARE_WCE:.0%}): "
+                reason=(f"{why} and few objects touch ({_percent_below(touching, TOUCHING_SHARE_WCE)} < "
+                        f"{TOUCHING_SHARE_WCE:.0%}): "
                         "dice + cross-entropy"))
+
+
+def _percent_below(share: float, limit: float) -> str:
+    """``share`` as a percentage with enough digits to read as below ``limit``."""
+    for digits in (1, 2, 3):
+        text = f"{share:.{digits}%}"
+        if float(text[:-1]) < limit * 100:
+            return text
+    return f"{share:.4%}"
