@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import TrainConfig
 from .plan import (REPORT_SHARE, Plan, PlanEntry, fingerprint_arrays, make_plan, normalisation_params, normalisation_spec,
-                   parse_bytes, parse_duration)
+                   parse_bytes, parse_duration, validation_seconds)
 
 __all__ = ["fingerprint_bundle", "step_timer", "plan_run", "plan_dataset", "chosen_normalisation",
            "memory_budget_bytes",
@@ -31,8 +31,9 @@ MEMORY_SHARE_GPU = 0.7
 #: until at least MIN_TIMED_SECONDS have passed (fast models get more steps,
 #: so one slow step on a busy machine does not skew the plan).
 WARMUP_STEPS, TIMED_STEPS, MAX_TIMED_STEPS, MIN_TIMED_SECONDS = 2, 3, 30, 2.0
-#: Share of the budget that validation during training may take.
-VALIDATION_SHARE = 0.08
+#: Share of the budget that predicting validation tiles may take (of the plan's
+#: VALIDATION_SHARE for validations, the rest goes to their checkpoints).
+VALIDATION_TILE_SHARE = 0.08
 #: Budgets from which the chosen model size is timed exactly when its step time
 #: was scaled from another tile (a street look-alike trained 13% slower per step
 #: at 208 px than its 128 px time scaled by area); the extra timing takes 5-10 s.
@@ -260,9 +261,10 @@ def report_image_cap(config: TrainConfig, plan: Plan | None, items,
 
 def validation_tile_cap(config: TrainConfig, plan: Plan | None) -> int | None:
     """How many validation tiles one validation may take so that validation
-    stays within ``VALIDATION_SHARE`` of the time budget (None: no cap)."""
+    stays within ``VALIDATION_TILE_SHARE`` of the time budget (None: no cap)."""
     if plan is None or not plan.details.get("seconds_per_step"):
         return None
     seconds_per_tile = plan.details["seconds_per_step"] / max(config.batch_size, 1) / 3
-    per_validation = VALIDATION_SHARE * time_budget_seconds(config.time_budget) / max(config.epochs, 1)
+    per_validation = validation_seconds(time_budget_seconds(config.time_budget), config.epochs,
+                                        VALIDATION_TILE_SHARE)
     return max(config.batch_size, int(per_validation / max(seconds_per_tile, 1e-6)))

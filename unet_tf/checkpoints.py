@@ -220,6 +220,7 @@ class TimeBudget(keras.callbacks.Callback):
         self.stopped_at = None
         self._batch_started = self._validation_started = None
         self._traced = False
+        self._shared_strategy = None
 
     def _must_stop(self) -> tuple[bool, float]:
         left = self.deadline - time.monotonic()
@@ -229,14 +230,20 @@ class TimeBudget(keras.callbacks.Callback):
         """``stop`` of any worker (a sum over the workers) under multi-worker training: each
         worker has its own clock and timings (only the chief writes checkpoints), and one
         that stopped alone would leave the others waiting in their next all-reduce."""
-        strategy = getattr(self.model, "distribute_strategy", None)
-        resolver = getattr(strategy, "cluster_resolver", None)
-        spec = resolver.cluster_spec() if resolver is not None else None
-        if spec is None or sum(spec.num_tasks(job) for job in spec.jobs) <= 1:
+        strategy = self._shared_strategy
+        if strategy is None:
             return stop
         import tensorflow as tf
         flags = strategy.run(lambda: tf.constant(int(stop), tf.int32))
         return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None).numpy() > 0)
+
+    def on_train_begin(self, logs=None):
+        """Finds out once whether other workers train with this one."""
+        strategy = getattr(self.model, "distribute_strategy", None)
+        resolver = getattr(strategy, "cluster_resolver", None)
+        spec = resolver.cluster_spec() if resolver is not None else None
+        workers = sum(spec.num_tasks(job) for job in spec.jobs) if spec is not None else 1
+        self._shared_strategy = strategy if workers > 1 else None
 
     def _stop(self, where, left: float, validated: bool) -> None:
         self.stopped_at = where

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.check import load_dataset
-from .data.labels import format_hw, instance_problem, load_sample, read_instances
+from .data.labels import LabelSpec, format_hw, instance_problem, load_sample, read_instances
 from .data.split import split_samples
 from .data.weights import instances_from_mask
 from .errors import DatasetError
@@ -125,7 +125,6 @@ def _open_cases(model, data, split, num_classes):
     """``(split name, image count, label spec, cases)`` of a dataset folder or shard folder."""
     from .data.shards import is_shard_folder
     if is_shard_folder(data):
-        from .data.labels import LabelSpec
         from .data.shards import read_meta
         meta = read_meta(data)
         name, splits = _shard_split(meta, split)

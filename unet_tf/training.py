@@ -47,8 +47,8 @@ from .errors import TrainingDiverged
 from .files import atomic_write_json
 from .inference import predict_tiled, to_labels
 from .models import ARCHITECTURES, UNetBase
-from .plan import (FINISH_S, VALIDATION_SHARE, Plan, format_plan, normalisation_spec,
-                   report_reserve)
+from .plan import (FINISH_S, Plan, format_plan, normalisation_spec, report_reserve,
+                   validation_seconds)
 from .run import RunRecord
 from .runtimes import KerasRuntime
 
@@ -455,7 +455,7 @@ def _time_guard(config: TrainConfig, plan: Plan | None, deadline: float, chief: 
     details = plan.details if plan is not None else {}
     reserve = details.get("report_reserve_s") or report_reserve(budget)
     # The first validation also traces the test function.
-    first_validation = details.get("validation_s") or VALIDATION_SHARE * budget / max(config.epochs, 1)
+    first_validation = details.get("validation_s") or validation_seconds(budget, config.epochs)
     return TimeBudget(deadline, reserve_s=reserve, first_epoch_end_s=first_validation + TRACE_S,
                       log=_log if chief else (lambda *_: None))
 

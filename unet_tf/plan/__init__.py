@@ -129,6 +129,7 @@ from .schedule import (
     learning_rate_at,
     plan_schedule,
     report_reserve,
+    validation_seconds,
 )
 from .streaming import SIGN_EPS
 
@@ -161,6 +162,7 @@ __all__ = [
     "parse_duration",
     "plan_schedule",
     "report_reserve",
+    "validation_seconds",
     "training_memory_bytes",
     "whole_image_tile",
     # named constants (thresholds and defaults, documented where they are defined)

@@ -25,12 +25,12 @@ from .schedule import (
     FEW_STEPS_WARNING,
     FINAL_LR_FRACTION,
     MAX_WARMUP_STEPS,
-    VALIDATION_SHARE,
     WARMUP_SHARE,
     default_overhead,
     plan_schedule,
     report_reserve,
     split_epochs,
+    validation_seconds,
     warmup_cosine_schedule,
 )
 
@@ -268,7 +268,7 @@ def _plan_schedule(b: _PlanBuilder, time_budget_s: float) -> None:
     b.details["train_seconds"] = round(float(steps) * sps, 1)  # what the steps should take
     # What the run's time guard keeps after training, and expects a validation to take.
     b.details["report_reserve_s"] = round(report_reserve(time_budget_s), 1)
-    b.details["validation_s"] = round(VALIDATION_SHARE * time_budget_s / max(int(schedule["epochs"]), 1), 1)
+    b.details["validation_s"] = round(validation_seconds(time_budget_s, schedule["epochs"]), 1)
     b.set("epochs", schedule["epochs"], f"{schedule['epochs']} validations/checkpoints in the run")
     b.set("steps_per_epoch", schedule["steps_per_epoch"], "steps between validations")
     lr_data = warmup_cosine_schedule(int(steps), lr)

@@ -42,6 +42,11 @@ def report_reserve(time_budget_s: float) -> float:
     return REPORT_SHARE * time_budget_s + FINISH_S
 
 
+def validation_seconds(time_budget_s: float, epochs: int, share: float = VALIDATION_SHARE) -> float:
+    """Seconds one validation may take: ``share`` of the budget over the run's validations."""
+    return share * time_budget_s / max(int(epochs), 1)
+
+
 def default_overhead(time_budget_s: float) -> float:
     """What the budget keeps apart from training steps."""
     return STARTUP_S + VALIDATION_SHARE * time_budget_s + report_reserve(time_budget_s)
